@@ -1,0 +1,14 @@
+"""Faithfulness metrics (JSD, argmax agreement, accuracy) as plain numpy functions.
+
+Import from here rather than through ``evaluate``: the ``evaluate`` module in ``faithfulness/``
+wraps these same functions, but importing ``evaluate`` costs seconds.
+"""
+
+from pathlib import Path
+
+from hf_illusions.metrics.functional import accuracy, agreement, faithfulness, jsd, jsd_per_row
+
+FAITHFULNESS_METRIC_DIR = str(Path(__file__).resolve().parent / "faithfulness")
+"""Folder of the ``evaluate`` module: ``evaluate.load(FAITHFULNESS_METRIC_DIR)`` works from any cwd."""
+
+__all__ = ["FAITHFULNESS_METRIC_DIR", "accuracy", "agreement", "faithfulness", "jsd", "jsd_per_row"]
