@@ -144,6 +144,8 @@ def _add_attention_jsd(
         accs[str(layer)].add(n=values.size, jsd=values.sum())
 
 
-def accuracy_table(results: Mapping[str, Mapping[str, dict]], model: str = ORIGINAL, group: str = "close") -> dict:
+def accuracy_table(
+    results: Mapping[str, Mapping[str, dict]], model: str = ORIGINAL, group: str = "close"
+) -> dict:
     """``{split: accuracy}`` for one model and group, from ``{split: evaluate_models(...)}``."""
     return {split: res[model][group]["accuracy"] for split, res in results.items()}

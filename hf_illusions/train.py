@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, fields
@@ -65,7 +64,9 @@ class TrainArgs:
 
     @classmethod
     def parse(cls, argv: list[str] | None = None) -> TrainArgs:
-        parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        parser = argparse.ArgumentParser(
+            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
         for f in fields(cls):
             kind = {"int": int, "float": float}.get(str(f.type), str)
             parser.add_argument(f"--{f.name}", type=kind, default=f.default)
@@ -80,18 +81,16 @@ class TrainArgs:
 
 def load_task_data(args: TrainArgs):
     """(task, DatasetDict, tokenizer, vocab_size); builds the dataset folder on first use."""
-    from datasets import load_dataset
-
     if args.task != "dyck":
         raise ValueError(f"--task must be 'dyck' (code arrives with the code task), got {args.task!r}")
     from hf_illusions.data.dyck import PRESETS
-    from hf_illusions.data.hub_folder import write_dyck_folder
+    from hf_illusions.data.hub_folder import load_folder, write_dyck_folder
     from hf_illusions.data.tokenizer import dyck_tokenizer
     from hf_illusions.tasks.dyck import DyckTask
 
     if not Path(args.dataset_dir).exists():
         write_dyck_folder(args.dataset_dir, config_name=args.data_config)
-    ds = load_dataset(args.dataset_dir)
+    ds = load_folder(args.dataset_dir)
     n_types = PRESETS[args.data_config].n_types
     tokenizer = dyck_tokenizer(n_types, model_max_length=args.n_positions)
     return DyckTask(n_types), ds, tokenizer, len(tokenizer)
@@ -116,13 +115,17 @@ def main(argv: list[str] | None = None) -> Path:
     args = TrainArgs.parse(argv)
     out = Path(args.output_dir)
     trackers = [t for t in ("trackio", "tensorboard") if importlib.util.find_spec(t)]
-    log_with = trackers if args.report_to == "auto" else ([] if args.report_to == "none" else [args.report_to])
+    log_with = (
+        trackers if args.report_to == "auto" else ([] if args.report_to == "none" else [args.report_to])
+    )
     accelerator = Accelerator(log_with=log_with or None, project_dir=str(out))
     set_seed(args.seed)
     task, ds, tokenizer, vocab_size = load_task_data(args)
-    train_ids = ds["train"]["input_ids"]
+    train_ids = ds["train"].data.column("input_ids").to_pylist()
     lengths = [len(s) for s in train_ids]
-    eval_splits = {s: ds[s]["input_ids"][: args.eval_sentences] for s in ds if s != "train"}
+    eval_splits = {
+        s: ds[s].data.column("input_ids").to_pylist()[: args.eval_sentences] for s in ds if s != "train"
+    }
 
     config = IllusionConfig(
         vocab_size=vocab_size,
@@ -164,7 +167,9 @@ def main(argv: list[str] | None = None) -> Path:
 
     def global_batch(step: int) -> list[int]:
         # batches are indexed by the global step: epoch e holds steps [e*n, (e+1)*n)
-        epoch0 = epoch_cache.setdefault(0, shuffled_epoch_batches(lengths, args.max_batch_tokens, args.seed, 0))
+        epoch0 = epoch_cache.setdefault(
+            0, shuffled_epoch_batches(lengths, args.max_batch_tokens, args.seed, 0)
+        )
         epoch, within = divmod(step, len(epoch0))
         if epoch not in epoch_cache:
             epoch_cache.clear()
@@ -174,9 +179,16 @@ def main(argv: list[str] | None = None) -> Path:
 
     log_file = out / "metrics.jsonl"
     n_params = sum(p.numel() for p in model.parameters())
-    bar = tqdm(range(start_step, args.max_steps), initial=start_step, total=args.max_steps,
-               disable=not accelerator.is_main_process, desc="train")
+    bar = tqdm(
+        range(start_step, args.max_steps),
+        initial=start_step,
+        total=args.max_steps,
+        disable=not accelerator.is_main_process,
+        desc="train",
+    )
     tokens_seen, t0 = 0, time.perf_counter()
+    interval_loss = torch.zeros((), device=accelerator.device)  # token-weighted, this process's share
+    interval_tokens = 0
     for step in bar:
         model.train()
         batch = global_batch(step)
@@ -193,10 +205,15 @@ def main(argv: list[str] | None = None) -> Path:
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         tokens_seen += global_tokens
+        interval_loss += loss.detach() * global_tokens / accelerator.num_processes
+        interval_tokens += global_tokens
         done = step + 1
 
         if done % args.log_every == 0 or done == args.max_steps:
-            mean_loss = accelerator.reduce(loss.detach(), reduction="sum").item() / accelerator.num_processes
+            # mean next-token loss over every token since the last log line
+            mean_loss = accelerator.reduce(interval_loss, reduction="sum").item() / interval_tokens
+            interval_loss.zero_()
+            interval_tokens = 0
             elapsed = time.perf_counter() - t0
             record = {
                 "step": done,
@@ -212,8 +229,10 @@ def main(argv: list[str] | None = None) -> Path:
             record = {"step": done}
             for split, seqs in eval_splits.items():
                 res = evaluate_models(accelerator.unwrap_model(model), seqs, task)["original"]
-                record |= {f"{split}/accuracy": res["close"]["accuracy"],
-                           f"{split}/long_accuracy": res["long_distance"]["accuracy"]}
+                record |= {
+                    f"{split}/accuracy": res["close"]["accuracy"],
+                    f"{split}/long_accuracy": res["long_distance"]["accuracy"],
+                }
             log_metrics(accelerator, log_file, record)
             accelerator.print(json.dumps(record))
         if done % args.save_every == 0 or done == args.max_steps:

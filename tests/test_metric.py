@@ -45,9 +45,20 @@ OFFLINE_ENV = {
 
 
 def scipy_jsd(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """The reference: squared base-2 Jensen–Shannon distance, row by row over the last axis."""
+    """The reference: squared base-2 Jensen–Shannon distance, row by row over the last axis.
+
+    scipy returns NaN when rounding leaves its divergence a hair below 0 (sqrt of a negative), for
+    rows equal up to the last ulp; the true value there is 0.
+    """
     flat_p, flat_q = p.reshape(-1, p.shape[-1]), q.reshape(-1, q.shape[-1])
-    values = [jensenshannon(a, b, base=2) ** 2 for a, b in zip(flat_p, flat_q, strict=True)]
+    values = []
+    for a, b in zip(flat_p, flat_q, strict=True):
+        with np.errstate(invalid="ignore"):
+            value = jensenshannon(a, b, base=2) ** 2
+        if np.isnan(value):
+            np.testing.assert_allclose(a / a.sum(), b / b.sum(), rtol=1e-12)
+            value = 0.0
+        values.append(value)
     return np.array(values).reshape(p.shape[:-1])
 
 
@@ -162,15 +173,15 @@ def test_agreement_and_accuracy_by_hand():
     proxy = [[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.3, 0.4, 0.3], [0.5, 0.5, 0.0]]
     original = [[0.6, 0.3, 0.1], [0.1, 0.8, 0.1], [0.2, 0.5, 0.3], [0.5, 0.0, 0.5]]
     labels = [0, 1, 2, 0]
-    # argmax proxy: 0, 2, 1, 0 (tie -> lowest index); original: 0, 1, 1, 0
+    # argmax proxy: 0, 2, 1, 0 (tie -> lowest index); original: 0, 1, 1, 0 (tie -> lowest index)
     assert agreement(proxy, original) == 0.75
-    assert accuracy(proxy, labels) == 0.25
+    assert accuracy(proxy, labels) == 0.5
     assert accuracy(original, labels) == 0.75
     assert faithfulness(proxy, original, references=labels) == {
         "jsd": pytest.approx(jsd(proxy, original)),
         "agreement": 0.75,
         "n": 4,
-        "accuracy_proxy": 0.25,
+        "accuracy_proxy": 0.5,
         "accuracy_original": 0.75,
     }
 
@@ -212,6 +223,21 @@ def test_masked_rows_are_not_validated():
     original = np.array([[0.0, 1.0], [0.0, 0.0]])
     result = faithfulness(proxy, original, references=[1, -100], mask=[True, False])
     assert result == {"jsd": 0.0, "agreement": 1.0, "n": 1, "accuracy_proxy": 1.0, "accuracy_original": 1.0}
+
+
+def test_jsd_per_row_mask_leaves_padding_nan_and_unvalidated(rng):
+    p, q = sparse_dirichlet(rng, (2, 3, 4)), sparse_dirichlet(rng, (2, 3, 4))
+    mask = np.array([[True, True, False], [True, False, False]])
+    p[~mask] = np.nan  # garbage in padding is fine when masked out
+    got = jsd_per_row(p, q, mask=mask)
+    assert got.shape == (2, 3)
+    assert np.isnan(got[~mask]).all()
+    np.testing.assert_allclose(got[mask], scipy_jsd(p[mask], q[mask]), rtol=1e-10, atol=1e-12)
+    assert np.isnan(jsd_per_row(p, q, mask=np.zeros((2, 3), dtype=bool))).all()  # no rows: all NaN
+    with pytest.raises(
+        FaithfulnessInputError, match=r"p has non-finite values \(NaN or inf\) in row \(0, 2\)"
+    ):
+        jsd_per_row(p, q)
 
 
 def test_atol_is_configurable():
@@ -298,6 +324,7 @@ FAITHFULNESS_ERRORS = {
     ),
     "atol": ({"proxy": GOOD, "original": GOOD, "atol": 1.5}, r"atol must be in \[0, 1\)"),
     "atol nan": ({"proxy": GOOD, "original": GOOD, "atol": float("nan")}, r"atol must be in \[0, 1\)"),
+    "atol text": ({"proxy": GOOD, "original": GOOD, "atol": "tight"}, r"atol must be a number"),
 }
 
 
@@ -426,13 +453,13 @@ def test_readme_doctests_run(faithfulness_metric):
     """Every ```python block of the metric card runs, in order, sharing one namespace."""
     card = (METRIC_DIR / "README.md").read_text(encoding="utf-8")
     parser = doctest.DocTestParser()
-    globs: dict = {}
+    shared: dict = {}
     tests = []
     for match in re.finditer(r"```python\n(.*?)```", card, flags=re.DOTALL):
         lineno = card.count("\n", 0, match.start(1))
-        tests.append(
-            parser.get_doctest(match.group(1), globs, "README.md", str(METRIC_DIR / "README.md"), lineno)
-        )
+        test = parser.get_doctest(match.group(1), {}, "README.md", str(METRIC_DIR / "README.md"), lineno)
+        test.globs = shared  # DocTest copies its globs; later blocks use names set by earlier ones
+        tests.append(test)
     assert len(tests) >= 6
     attempted, _ = _run(tests)
     assert attempted >= 20

@@ -15,7 +15,9 @@ import torch
 from hf_illusions.data.dyck_language import PAD_ID
 
 
-def token_budget_batches(lengths: Sequence[int], max_batch_tokens: int, max_batch_size: int = 4096) -> list[list[int]]:
+def token_budget_batches(
+    lengths: Sequence[int], max_batch_tokens: int, max_batch_size: int = 4096
+) -> list[list[int]]:
     """Group indices sorted by length so that ``len(batch) * longest <= max_batch_tokens``.
 
     A single sequence longer than the budget still gets a batch of its own (never dropped).

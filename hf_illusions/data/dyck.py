@@ -78,7 +78,9 @@ class DyckSettings:
             raise SplitError(f"n_train must be >= 1, got {self.n_train}")
         unknown = set(self.eval_sizes) - set(EVAL_SPLITS)
         if unknown:
-            raise SplitError(f"eval_sizes names unknown splits {sorted(unknown)}; expected {list(EVAL_SPLITS)}")
+            raise SplitError(
+                f"eval_sizes names unknown splits {sorted(unknown)}; expected {list(EVAL_SPLITS)}"
+            )
         for name in EVAL_SPLITS:
             if self.eval_sizes.get(name, 0) < 1:
                 raise SplitError(f"eval_sizes[{name!r}] must be >= 1, got {self.eval_sizes.get(name)}")

@@ -27,8 +27,10 @@ SPLIT_DEFINITIONS = {
     "validation": "fresh draws not in train (model selection)",
     "test_iid": "fresh draws from the same process, not in train",
     "test_seen_struct": "fresh draws not in train whose every skeleton occurs in train",
-    "test_unseen_struct_short": "fresh draws with ≥ 1 skeleton absent from train, ≤ {short_threshold} brackets",
-    "test_unseen_struct_long": "fresh draws with ≥ 1 skeleton absent from train, > {short_threshold} brackets",
+    "test_unseen_struct_short": "fresh draws with ≥ 1 skeleton absent from train, "
+    "≤ {short_threshold} brackets",
+    "test_unseen_struct_long": "fresh draws with ≥ 1 skeleton absent from train, "
+    "> {short_threshold} brackets",
     "test_unseen_depth": "draws with depth bound {depth_test_bound} whose max depth exceeds {train_depth}",
 }
 
@@ -37,7 +39,9 @@ def prepare_out_dir(out: Path, overwrite: bool) -> None:
     """Refuse to clobber an existing folder unless asked; never leave a half-written one behind."""
     if out.exists():
         if not overwrite:
-            raise IllusionsError(f"output folder {str(out)!r} already exists; pass overwrite=True (--overwrite)")
+            raise IllusionsError(
+                f"output folder {str(out)!r} already exists; pass overwrite=True (--overwrite)"
+            )
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
@@ -77,7 +81,9 @@ def render_dyck_card(
     ds: datasets.DatasetDict, settings: dyck.DyckSettings, config_name: str, folder_name: str
 ) -> DatasetCard:
     """The dataset card: YAML ``configs:`` mapping each split to its parquet file, then the prose."""
-    seen = {s for row in ds["train"]["input_ids"] for s in structure([i - 3 for i in row[1:-1]], settings.n_types)}
+    seen = {
+        s for row in ds["train"]["input_ids"] for s in structure([i - 3 for i in row[1:-1]], settings.n_types)
+    }
     card_data = DatasetCardData(
         pretty_name="dyck-illusions",
         license="apache-2.0",
@@ -92,7 +98,11 @@ def render_dyck_card(
         ],
     )
     splits = [
-        {"name": s, "rows": len(ds[s]), "definition": SPLIT_DEFINITIONS[s].format(**dyck.settings_dict(settings))}
+        {
+            "name": s,
+            "rows": len(ds[s]),
+            "definition": SPLIT_DEFINITIONS[s].format(**dyck.settings_dict(settings)),
+        }
         for s in dyck.SPLITS
     ]
     return DatasetCard.from_template(
@@ -111,7 +121,35 @@ def render_dyck_card(
 
 def size_category(n: int) -> str:
     """The Hub's ``size_categories`` bucket for ``n`` rows."""
-    for bound, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+    for bound, label in (
+        (1_000, "n<1K"),
+        (10_000, "1K<n<10K"),
+        (100_000, "10K<n<100K"),
+        (1_000_000, "100K<n<1M"),
+    ):
         if n < bound:
             return label
     return "n>1M"
+
+
+def load_folder(path: str | Path) -> datasets.DatasetDict:
+    """Load a folder written here into memory, bypassing the `datasets` cache.
+
+    ``load_dataset(folder)`` works too (it is what users call), but its cache key for local
+    parquet files can collide between two folders of the same name built with different
+    settings, silently returning the older data. Internal code therefore reads the parquet
+    files directly; it is also faster (no Arrow conversion to disk).
+    """
+    import pyarrow.parquet as pq
+    from datasets.table import InMemoryTable
+
+    path = Path(path)
+    files = sorted((path / "data").glob("*.parquet"))
+    if not files:
+        raise IllusionsError(
+            f"{str(path)!r} is not a dataset folder: no data/*.parquet files "
+            "(build it with `hf-illusions data build`)"
+        )
+    splits = {f.stem: datasets.Dataset(InMemoryTable(pq.read_table(f))) for f in files}
+    order = [s for s in dyck.SPLITS if s in splits] + sorted(set(splits) - set(dyck.SPLITS))
+    return datasets.DatasetDict({s: splits[s] for s in order})

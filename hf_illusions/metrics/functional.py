@@ -82,10 +82,14 @@ def _where(idx: tuple[int, ...]) -> str:
 
 
 def _check_atol(atol: float) -> float:
-    atol = float(atol)
-    if not 0.0 <= atol < 1.0:  # also rejects NaN; atol >= 1 would admit all-zero rows
-        raise FaithfulnessInputError(f"atol must be in [0, 1), got {atol}")
-    return atol
+    """``atol`` as a float in [0, 1): from 1 up, an all-zero row would pass and then divide by 0."""
+    try:
+        value = float(atol)
+    except (TypeError, ValueError):
+        raise FaithfulnessInputError(f"atol must be a number in [0, 1), got {atol!r}") from None
+    if not 0.0 <= value < 1.0:  # also rejects NaN
+        raise FaithfulnessInputError(f"atol must be in [0, 1), got {value}")
+    return value
 
 
 def _distributions(x: Any, name: str, axis: int = -1) -> np.ndarray:
@@ -113,7 +117,7 @@ def _same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
         )
 
 
-def _selection(mask: Any, lead: tuple[int, ...], name: str = "mask") -> np.ndarray:
+def _selection(mask: Any, lead: tuple[int, ...], name: str = "mask", allow_empty: bool = False) -> np.ndarray:
     """Boolean array of shape ``lead`` saying which rows count; all of them when ``mask`` is None."""
     if mask is None:
         return np.ones(lead, dtype=bool)
@@ -128,7 +132,7 @@ def _selection(mask: Any, lead: tuple[int, ...], name: str = "mask") -> np.ndarr
         raise FaithfulnessInputError(
             f"{name} with shape {m.shape} does not broadcast to the leading (row) dimensions {lead}"
         ) from None
-    if not m.any():
+    if not (allow_empty or m.any()):
         raise FaithfulnessInputError(f"{name} selects no rows; nothing to average over")
     return m
 
@@ -202,21 +206,28 @@ def _jsd_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- public API
 
 
-def jsd_per_row(p: Any, q: Any, *, axis: int = -1, atol: float = DEFAULT_ATOL) -> np.ndarray:
+def jsd_per_row(
+    p: Any, q: Any, *, axis: int = -1, atol: float = DEFAULT_ATOL, mask: Any = None
+) -> np.ndarray:
     """Jensen–Shannon divergence (base 2) of every row pair, shape ``p.shape`` minus ``axis``.
 
     Each value equals ``scipy.spatial.distance.jensenshannon(p_row, q_row, base=2) ** 2`` and lies
     in [0, 1]: 0 iff the rows are equal, 1 iff their supports are disjoint. Unlike :func:`jsd`
-    this keeps the per-position values (to break faithfulness down by depth, length, ...), so
-    every row must be a valid distribution; select rows afterwards.
+    this keeps the per-position values, to break faithfulness down by depth, length, ... Without
+    ``mask`` every row must be a valid distribution; with it, rows it leaves out (padding) are
+    not validated and come back as NaN, so summing them by mistake is loud rather than silent.
     """
     atol = _check_atol(atol)
     pa, qa = _distributions(p, "p", axis), _distributions(q, "q", axis)
     _same_shape(pa, qa, "p", "q")
-    sel = np.ones(pa.shape[:-1], dtype=bool)
+    sel = _selection(mask, pa.shape[:-1], allow_empty=True)
     _validate_rows(pa, sel, "p", atol)
     _validate_rows(qa, sel, "q", atol)
-    return _jsd_rows(pa, qa)
+    if mask is None:
+        return _jsd_rows(pa, qa)
+    out = np.full(pa.shape[:-1], np.nan)
+    out[sel] = _jsd_rows(pa[sel], qa[sel])
+    return out
 
 
 def jsd(p: Any, q: Any, mask: Any = None, axis: int = -1, *, atol: float = DEFAULT_ATOL) -> float:

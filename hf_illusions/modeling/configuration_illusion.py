@@ -63,7 +63,8 @@ class IllusionConfig(PreTrainedConfig):
         if self.d_head is None:
             if self.d_model % self.n_head:
                 raise ValueError(
-                    f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head}) when d_head is not given"
+                    f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head}) "
+                    "when d_head is not given"
                 )
             self.d_head = self.d_model // self.n_head
         for name in ("vocab_size", "n_positions", "d_model", "n_layer", "n_head", "d_head"):

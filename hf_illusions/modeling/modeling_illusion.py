@@ -206,7 +206,9 @@ class IllusionModel(IllusionPreTrainedModel):
             cache = DynamicCache(config=self.config)
         past_seen = cache.get_seq_length() if cache is not None else 0
         if position_ids is None:
-            position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device).unsqueeze(0) + past_seen
+            position_ids = (
+                torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device).unsqueeze(0) + past_seen
+            )
         if int(position_ids.max()) >= self.config.n_positions:
             raise ValueError(
                 f"sequence reaches position {int(position_ids.max())} but the model has n_positions="
@@ -260,7 +262,9 @@ class IllusionForCausalLM(IllusionPreTrainedModel, GenerationMixin):
         logits = self.lm_head(outputs.last_hidden_state)
         loss = None
         if labels is not None:
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+            loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs
+            )
         return IllusionCausalLMOutput(
             loss=loss,
             logits=logits,

@@ -1,0 +1,380 @@
+"""The Dyck reproduction: data → model → simplifiers → faithfulness per split → report.
+
+This is the pipeline behind ``hf-illusions reproduce dyck`` (Friedman et al. 2024, §4 on Dyck):
+fit every simplifier setting (SVD ranks, k-means k, one-hot) on the first training sequences,
+then score the original and every proxy on each *test* split with the one evaluation loop
+(:func:`hf_illusions.evaluation.evaluate_models`), which runs the original once per batch and
+compares every proxy with that cached output.
+
+Each split's result is written to ``<out_dir>/results/<split>.json`` as soon as it finishes,
+tagged with a fingerprint of everything that determines it (model weights, the exact evaluated
+and fitting sequences, simplifier settings, scoring settings). A re-run with ``resume=True``
+reuses a split whose fingerprint matches and recomputes one whose fingerprint differs; if every
+split is reused, nothing is fitted at all. Fitted proxies are not kept unless
+``save_proxies=True`` (then ``<out_dir>/proxies/<name>/``, reloadable with ``from_pretrained``):
+for the shipped models they are cheap to refit, and the report only needs the numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from hf_illusions import __version__
+from hf_illusions.errors import IllusionsError
+from hf_illusions.evaluation import ORIGINAL, evaluate_models
+from hf_illusions.tasks.dyck import LONG_THRESHOLD, DyckTask
+
+DEFAULT_SVD_RANKS = (1, 2, 4, 8, 16, 32, 64)
+DEFAULT_KMEANS_KS = (2, 4, 8, 16, 32, 64)
+SCHEMA_VERSION = 1
+IID_SPLIT = "test_iid"
+
+
+@dataclass
+class ProxySpec:
+    """One simplifier setting: its report name, family, swept parameter and the simplifier object."""
+
+    name: str
+    family: str
+    param_name: str | None
+    param: int | None
+    simplifier: Any = field(repr=False)
+
+    def record(self) -> dict:
+        """What results.json stores about this proxy (enough to refit it)."""
+        return {
+            "family": self.family,
+            "param_name": self.param_name,
+            "param": self.param,
+            "settings": _jsonable(self.simplifier.settings()),
+        }
+
+
+def capped_ranks(ranks: Sequence[int], d_head: int) -> list[int]:
+    """Ranks above ``d_head`` mean "full rank": cap them there and drop the duplicates."""
+    return sorted({min(int(r), d_head) for r in ranks})
+
+
+def proxy_specs(
+    d_head: int,
+    svd_ranks: Sequence[int] = DEFAULT_SVD_RANKS,
+    kmeans_ks: Sequence[int] = DEFAULT_KMEANS_KS,
+    onehot: bool = True,
+    layers: Sequence[int] | None = None,
+    n_fit_sequences: int = 1000,
+) -> list[ProxySpec]:
+    """The sweep of the paper: SVD over ranks, k-means over k, and data-independent one-hot."""
+    from hf_illusions.simplify import KMeansSimplifier, OneHotSimplifier, SVDSimplifier
+
+    layers = list(layers) if layers is not None else None
+    specs = [
+        ProxySpec(
+            f"svd_r{r}", "svd", "rank", r, SVDSimplifier(rank=r, layers=layers, n_sequences=n_fit_sequences)
+        )
+        for r in capped_ranks(svd_ranks, d_head)
+    ]
+    specs += [
+        ProxySpec(
+            f"kmeans_k{k}",
+            "kmeans",
+            "k",
+            k,
+            KMeansSimplifier(k=k, layers=layers, n_sequences=n_fit_sequences),
+        )
+        for k in sorted(set(kmeans_ks))
+    ]
+    if onehot:
+        specs.append(ProxySpec("onehot", "onehot", None, None, OneHotSimplifier(layers=layers)))
+    return specs
+
+
+def fingerprint(payload: Any) -> str:
+    """Stable short hash of a JSON-able payload (key order does not matter)."""
+    text = json.dumps(_jsonable(payload), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def sequences_hash(sequences: Sequence[Sequence[int]]) -> str:
+    """Hash of the exact token ids evaluated/fitted: a rebuilt but identical dataset still matches."""
+    digest = hashlib.sha256()
+    for seq in sequences:
+        digest.update(b",".join(str(int(i)).encode() for i in seq) + b";")
+    return digest.hexdigest()[:16]
+
+
+def weights_hash(model: torch.nn.Module) -> str:
+    """Hash of the state dict, so a retrained checkpoint in the same folder invalidates old results."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def reproduce_dyck(
+    model_dir: str | Path,
+    dataset_dir: str | Path = "dyck-illusions",
+    out_dir: str | Path = "reports/dyck",
+    data_config: str = "dyck-20-10",
+    svd_ranks: Sequence[int] = DEFAULT_SVD_RANKS,
+    kmeans_ks: Sequence[int] = DEFAULT_KMEANS_KS,
+    onehot: bool = True,
+    layers: Sequence[int] | None = None,
+    n_fit_sequences: int = 1000,
+    max_eval_sentences: int | None = None,
+    max_batch_tokens: int = 16384,
+    resume: bool = True,
+    progress: bool = True,
+    save_proxies: bool = False,
+) -> Path:
+    """Run the whole Dyck reproduction and return the path of the report's README.md.
+
+    ``dataset_dir`` is built with preset ``data_config`` if missing. SVD ranks above the model's
+    ``d_head`` are capped at ``d_head``. ``max_eval_sentences`` keeps the first sentences of each
+    test split (``None`` = all); ``max_batch_tokens`` only trades memory for speed and is not
+    part of the resume fingerprint.
+    """
+    from transformers import AutoModelForCausalLM
+
+    import hf_illusions.modeling  # noqa: F401  (registers the model type with the Auto classes)
+    from hf_illusions.data.dyck import TEST_SPLITS, TRAIN_SPLIT
+    from hf_illusions.data.hub_folder import load_folder, write_dyck_folder
+    from hf_illusions.data.verify import verify_dyck_folder
+    from hf_illusions.report import write_report
+
+    start = time.perf_counter()
+    dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
+    if n_fit_sequences < 1:
+        raise IllusionsError(f"n_fit_sequences must be >= 1, got {n_fit_sequences}")
+    if max_eval_sentences is not None and max_eval_sentences < 1:
+        raise IllusionsError(f"max_eval_sentences must be >= 1 or None, got {max_eval_sentences}")
+    timing: dict[str, Any] = {}
+
+    tick = time.perf_counter()
+    built = not dataset_dir.exists()
+    if built:
+        write_dyck_folder(dataset_dir, config_name=data_config)
+    # Check every split property from the stored tokens before any number is computed on them.
+    verification = verify_dyck_folder(dataset_dir)
+    if not verification["ok"]:
+        raise IllusionsError(
+            f"dataset {str(dataset_dir)!r} fails verification: {verification['violations'][:3]} "
+            f"(run `hf-illusions data verify {dataset_dir}` for the full report)"
+        )
+    ds = load_folder(dataset_dir)
+    data_settings = _read_json(dataset_dir / "dyck_settings.json") or {}
+    missing = [s for s in (TRAIN_SPLIT, *TEST_SPLITS) if s not in ds]
+    if missing:
+        raise IllusionsError(
+            f"dataset {str(dataset_dir)!r} lacks splits {missing}; rebuild it with write_dyck_folder"
+        )
+    fit_rows = ds[TRAIN_SPLIT].select(range(min(n_fit_sequences, len(ds[TRAIN_SPLIT]))))
+    split_sequences = {split: _first_sequences(ds[split], max_eval_sentences) for split in TEST_SPLITS}
+    timing["load_data_s"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    model.eval()
+    timing["load_model_s"] = time.perf_counter() - tick
+    task = DyckTask(n_types=int(data_settings.get("n_types", 20)), long_threshold=LONG_THRESHOLD)
+    _check_compatible(model, task, split_sequences)
+
+    specs = proxy_specs(model.config.d_head, svd_ranks, kmeans_ks, onehot, layers, n_fit_sequences)
+    settings = {
+        "schema_version": SCHEMA_VERSION,
+        "hf_illusions_version": __version__,
+        "task": task.name,
+        "long_threshold": task.long_threshold,
+        "model_weights": weights_hash(model),
+        "fit_sequences": sequences_hash(fit_rows["input_ids"]),
+        "n_fit_sequences": n_fit_sequences,
+        "max_eval_sentences": max_eval_sentences,
+        "layers": list(layers) if layers is not None else None,
+        "proxies": {spec.name: spec.record() for spec in specs},
+    }
+
+    results_dir = out_dir / "results"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    proxies: dict[str, torch.nn.Module] | None = None
+    timing["fit_s"], timing["evaluate_s"] = {}, {}
+    splits_out: dict[str, dict] = {}
+    resumed: dict[str, bool] = {}
+    for split in tqdm(TEST_SPLITS, desc="splits", disable=not progress):
+        sequences = split_sequences[split]
+        split_fp = fingerprint({**settings, "split": split, "sequences": sequences_hash(sequences)})
+        path = results_dir / f"{split}.json"
+        previous = _read_json(path) if resume else None
+        if previous is not None and previous.get("fingerprint") == split_fp:
+            splits_out[split], resumed[split] = previous["results"], True
+            timing["evaluate_s"][split] = previous.get("wall_time_s")
+            continue
+        if proxies is None:  # fit lazily: a fully resumed run never pays for fitting
+            proxies = _fit_all(specs, model, fit_rows, timing["fit_s"], progress)
+            if save_proxies:
+                for name, proxy in proxies.items():
+                    proxy.save_pretrained(out_dir / "proxies" / name)
+        tick = time.perf_counter()
+        result = _jsonable(
+            evaluate_models(
+                model,
+                sequences,
+                task,
+                proxies=proxies,
+                max_batch_tokens=max_batch_tokens,
+                attention=True,
+                progress=progress,
+                desc=split,
+            )
+        )
+        wall = time.perf_counter() - tick
+        record = {
+            "split": split,
+            "fingerprint": split_fp,
+            "n_sentences": len(sequences),
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+            "wall_time_s": wall,
+            "results": result,
+        }
+        _write_json(path, record)
+        splits_out[split], resumed[split] = result, False
+        timing["evaluate_s"][split] = wall
+    timing["total_s"] = time.perf_counter() - start
+
+    results = {
+        "schema_version": SCHEMA_VERSION,
+        "task": task.name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model_dir": str(model_dir),
+        "model": _model_summary(model, settings["model_weights"]),
+        "dataset": {
+            "dir": str(dataset_dir),
+            "config": _preset_name(data_settings),  # what the folder holds, whatever data_config says
+            "built_now": built,
+            "settings": data_settings,
+            "n_sentences": {split: len(seqs) for split, seqs in split_sequences.items()},
+            "n_fit_sequences": len(fit_rows),
+        },
+        "evaluation": {
+            "reference_model": ORIGINAL,
+            "iid_split": IID_SPLIT,
+            "long_threshold": task.long_threshold,
+            "max_eval_sentences": max_eval_sentences,
+            "layers": settings["layers"],
+        },
+        "proxies": settings["proxies"],
+        "splits": splits_out,
+        "resumed": resumed,
+        "timing": timing,
+        "versions": _versions(),
+    }
+    _write_json(out_dir / "results.json", results)
+    return write_report(results, out_dir)
+
+
+def _fit_all(
+    specs: Sequence[ProxySpec], model: torch.nn.Module, fit_rows: Any, fit_times: dict, progress: bool
+) -> dict[str, torch.nn.Module]:
+    """Fit every setting on the same training rows; returns ``{proxy name: proxy model}``."""
+    proxies = {}
+    for spec in tqdm(specs, desc="fit simplifiers", disable=not progress):
+        tick = time.perf_counter()
+        proxies[spec.name] = spec.simplifier.fit(model, fit_rows).eval()
+        fit_times[spec.name] = time.perf_counter() - tick
+    return proxies
+
+
+def _first_sequences(split: Any, limit: int | None) -> list[list[int]]:
+    """The first ``limit`` sentences of a split as id lists (the order is the builder's, seeded)."""
+    n = len(split) if limit is None else min(limit, len(split))
+    return [list(ids) for ids in split.select(range(n))["input_ids"]]
+
+
+def _preset_name(data_settings: dict) -> str:
+    """The preset a dataset folder was built with, or "custom" (or "unknown" without its settings file)."""
+    from hf_illusions.data.dyck import PRESETS, settings_dict
+
+    if not data_settings:
+        return "unknown"
+    return next((name for name, s in PRESETS.items() if settings_dict(s) == data_settings), "custom")
+
+
+def _check_compatible(model: torch.nn.Module, task: DyckTask, split_sequences: dict[str, list]) -> None:
+    """Fail before any fitting if the data cannot go through the model."""
+    if model.config.vocab_size < task.vocab.size:
+        raise IllusionsError(
+            f"model vocab_size={model.config.vocab_size} is smaller than the Dyck-{task.vocab.n_types} "
+            f"vocabulary ({task.vocab.size} tokens); use a model trained on this dataset"
+        )
+    longest = max(len(s) for seqs in split_sequences.values() for s in seqs)
+    if longest > model.config.n_positions:
+        raise IllusionsError(
+            f"test sentences reach {longest} tokens but the model has "
+            f"n_positions={model.config.n_positions}; build the data with a smaller max_tokens"
+        )
+
+
+def _model_summary(model: torch.nn.Module, weights: str) -> dict:
+    """The sizes a reader needs to place the numbers (and the weights hash used for resuming)."""
+    cfg = model.config
+    keys = ("model_type", "vocab_size", "n_positions", "d_model", "n_layer", "n_head", "d_head", "d_mlp")
+    return {
+        **{k: getattr(cfg, k, None) for k in keys},
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+        "weights_sha256_16": weights,
+    }
+
+
+def _versions() -> dict[str, str]:
+    import datasets
+    import numpy
+    import transformers
+
+    return {
+        "hf_illusions": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "datasets": datasets.__version__,
+        "numpy": numpy.__version__,
+    }
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON types; NaN/inf (e.g. an empty ``long_distance`` group) become ``null``."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    """Write then rename, so an interrupted run never leaves a truncated file that looks finished."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_jsonable(payload), indent=2) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,51 @@
+"""Simplifiers and the proxy models they produce (Friedman et al. 2024, §3).
+
+```python
+proxy = SVDSimplifier(rank=8, layers=[0, 1]).fit(model, ds["train"].select(range(1000)))
+proxy.save_pretrained("proxy-svd8")   # reloads with AutoModelForCausalLM once this is imported
+```
+
+Importing this package registers the ``illusion_simplified`` attention function (and its mask
+function) and the proxy config/model with ``AutoConfig`` / ``AutoModelForCausalLM``.
+"""
+
+from typing import Any
+
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from hf_illusions.errors import SimplifierError
+from hf_illusions.simplify.base import AttentionSimplification, Simplifier, collect_qk
+from hf_illusions.simplify.kmeans import KMeansSimplifier
+from hf_illusions.simplify.onehot import OneHotSimplifier
+from hf_illusions.simplify.proxy import IllusionProxyConfig, IllusionProxyForCausalLM, build_proxy
+from hf_illusions.simplify.svd import SVDSimplifier
+
+AutoConfig.register(IllusionProxyConfig.model_type, IllusionProxyConfig, exist_ok=True)
+AutoModelForCausalLM.register(IllusionProxyConfig, IllusionProxyForCausalLM, exist_ok=True)
+
+#: simplifier name → class (the names stored as ``config.simplifier``).
+SIMPLIFIERS: dict[str, type[Simplifier]] = {
+    cls.name: cls for cls in (SVDSimplifier, KMeansSimplifier, OneHotSimplifier)
+}
+
+
+def make_simplifier(name: str, **settings: Any) -> Simplifier:
+    """``SIMPLIFIERS[name](**settings)``, e.g. ``make_simplifier("svd", rank=8, layers=[1])``."""
+    if name not in SIMPLIFIERS:
+        raise SimplifierError(f"name must be one of {sorted(SIMPLIFIERS)}, got {name!r}")
+    return SIMPLIFIERS[name](**settings)
+
+
+__all__ = [
+    "SIMPLIFIERS",
+    "AttentionSimplification",
+    "IllusionProxyConfig",
+    "IllusionProxyForCausalLM",
+    "KMeansSimplifier",
+    "OneHotSimplifier",
+    "SVDSimplifier",
+    "Simplifier",
+    "build_proxy",
+    "collect_qk",
+    "make_simplifier",
+]

@@ -1,0 +1,36 @@
+"""Shared fixtures: offline environment, a tiny built dataset, a tiny random model."""
+
+from __future__ import annotations
+
+import os
+
+for _key, _value in {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "HF_EVALUATE_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "GRADIO_ANALYTICS_ENABLED": "False",
+    "MPLBACKEND": "Agg",
+}.items():
+    os.environ.setdefault(_key, _value)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_dyck_dir(tmp_path_factory):
+    """The `tiny` preset written once per session as a Hub-style folder."""
+    from hf_illusions.data.hub_folder import write_dyck_folder
+
+    return write_dyck_folder(tmp_path_factory.mktemp("data") / "dyck-illusions", config_name="tiny")
+
+
+@pytest.fixture
+def tiny_model():
+    """A random 2-layer, 2-head model over the Dyck-20 vocabulary (seeded)."""
+    from hf_illusions.modeling import IllusionConfig, IllusionForCausalLM
+
+    torch.manual_seed(0)
+    config = IllusionConfig(d_model=16, n_head=2, d_mlp=32, n_layer=2, vocab_size=43, n_positions=128)
+    return IllusionForCausalLM(config).eval()

@@ -1,0 +1,163 @@
+"""The Dyck reproduction end to end on tiny data and a tiny random model, plus the report's math.
+
+A random model is enough here: the pipeline's contract (every split × proxy scored, full-rank SVD
+exact, resume, report files) does not depend on the model being trained.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from hf_illusions.data.dyck import TEST_SPLITS
+from hf_illusions.report import PLOTS, findings, generalization_gap, markdown_tables
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SMALL = dict(svd_ranks=(1, 16), kmeans_ks=(2, 4), n_fit_sequences=50, max_eval_sentences=32, progress=False)
+PROXIES = ("svd_r1", "svd_r16", "kmeans_k2", "kmeans_k4", "onehot")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """One thread for torch and BLAS/OpenMP: on a busy 2-core machine, 2 threads spin and run ~100× slower."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, tiny_dyck_dir):
+    """The shared tiny Dyck folder (conftest) + a tiny random one-head model saved to disk."""
+    import torch
+
+    from hf_illusions.modeling import IllusionConfig, IllusionForCausalLM
+
+    root = tmp_path_factory.mktemp("reproduce")
+    torch.manual_seed(0)
+    model = IllusionForCausalLM(IllusionConfig(d_model=16, n_head=1, d_mlp=32, n_layer=2))
+    model.save_pretrained(root / "model")
+    return root, tiny_dyck_dir, root / "model"
+
+
+@pytest.fixture(scope="module")
+def first_run(workspace):
+    from hf_illusions.reproduce import reproduce_dyck
+
+    root, data, model = workspace
+    out = root / "report"
+    readme = reproduce_dyck(model, data, out, data_config="tiny", **SMALL)
+    return out, readme
+
+
+def test_results_cover_every_test_split_and_proxy_with_metrics_in_range(first_run):
+    out, _ = first_run
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["splits"]) == list(TEST_SPLITS)
+    assert tuple(results["proxies"]) == PROXIES
+    for split in TEST_SPLITS:
+        for name in PROXIES:
+            for group in ("all", "close"):
+                res = results["splits"][split][name][group]
+                assert math.isfinite(res["jsd"]) and 0 <= res["jsd"] <= 1, (split, name, group)
+                assert 0 <= res["agreement"] <= 1, (split, name, group)
+            assert set(results["splits"][split][name]["attention_jsd"]) == {"0", "1"}
+    assert results["versions"]["torch"] and results["model"]["d_head"] == 16
+    assert set(results["timing"]["fit_s"]) == set(PROXIES)
+
+
+def test_full_rank_svd_is_exact(first_run):
+    out, _ = first_run
+    results = json.loads((out / "results.json").read_text())
+    for split in TEST_SPLITS:
+        res = results["splits"][split]["svd_r16"]["all"]
+        assert res["jsd"] < 1e-6 and res["agreement"] == 1.0, split
+
+
+def test_report_has_tables_and_valid_pngs(first_run):
+    import matplotlib.image
+
+    out, readme = first_run
+    text = readme.read_text()
+    for needle in (*TEST_SPLITS, *PROXIES, "Generalization gap", "Attention JSD", "Findings"):
+        assert needle in text, needle
+    for name in PLOTS:
+        png = out / name
+        assert png.read_bytes()[:8] == PNG_MAGIC, name
+        assert matplotlib.image.imread(png).ndim == 3
+
+
+def test_resume_skips_finished_splits_and_a_changed_setting_recomputes(workspace, first_run):
+    from hf_illusions.reproduce import reproduce_dyck
+
+    _, data, model = workspace
+    out, _ = first_run
+    split_files = [out / "results" / f"{s}.json" for s in TEST_SPLITS]
+    before = [p.stat().st_mtime_ns for p in split_files]
+
+    reproduce_dyck(model, data, out, **SMALL)
+    results = json.loads((out / "results.json").read_text())
+    assert all(results["resumed"].values())
+    assert results["timing"]["fit_s"] == {}  # nothing refitted
+    assert [p.stat().st_mtime_ns for p in split_files] == before
+
+    reproduce_dyck(model, data, out, **{**SMALL, "kmeans_ks": (2,)})
+    results = json.loads((out / "results.json").read_text())
+    assert not any(results["resumed"].values())
+    assert "kmeans_k4" not in results["proxies"]
+    assert all(p.stat().st_mtime_ns != m for p, m in zip(split_files, before, strict=True))
+
+
+def hand_made_results() -> dict:
+    """Two splits, one SVD sweep and one-hot, numbers chosen so every answer is known."""
+
+    def proxy(jsd: float, agreement: float, accuracy: float) -> dict:
+        group = {"n": 10, "jsd": jsd, "agreement": agreement, "accuracy": accuracy}
+        return {"all": group, "close": group, "long_distance": group, "attention_jsd": {"0": jsd}}
+
+    original = {g: {"n": 10, "accuracy": 0.8} for g in ("all", "close", "long_distance")}
+    return {
+        "proxies": {
+            "svd_r1": {"family": "svd", "param_name": "rank", "param": 1},
+            "svd_r4": {"family": "svd", "param_name": "rank", "param": 4},
+            "onehot": {"family": "onehot", "param_name": None, "param": None},
+        },
+        "splits": {
+            "test_iid": {
+                "original": original,
+                "svd_r1": proxy(0.2, 0.7, 0.6),
+                "svd_r4": proxy(0.01, 0.95, 0.8),
+                "onehot": proxy(0.1, 0.9, 0.8),
+            },
+            "test_unseen_depth": {
+                "original": original,
+                "svd_r1": proxy(0.5, 0.4, 0.3),
+                "svd_r4": proxy(0.11, 0.75, 0.7),
+                "onehot": proxy(0.1, 0.9, 0.9),
+            },
+        },
+    }
+
+
+def test_generalization_gap_is_ood_minus_iid():
+    gaps = generalization_gap(hand_made_results())
+    assert gaps["svd_r1"]["test_unseen_depth"]["jsd"] == pytest.approx(0.3)
+    assert gaps["svd_r1"]["test_unseen_depth"]["agreement"] == pytest.approx(-0.3)
+    assert gaps["svd_r4"]["test_unseen_depth"]["jsd"] == pytest.approx(0.1)
+    assert gaps["onehot"]["test_unseen_depth"] == {"jsd": pytest.approx(0.0), "agreement": pytest.approx(0.0)}
+    assert set(gaps["svd_r1"]) == {"test_unseen_depth"}  # the IID split is the reference, not a column
+
+
+def test_findings_state_measured_facts():
+    text = " ".join(findings(hand_made_results()))
+    assert "largest output-JSD gap" in text and "`test_unseen_depth` (+0.133)" in text
+    assert "2 of 3 proxy × OOD-split pairs" in text
+    assert "decreases monotonically with rank on 2 of 2 splits" in text
+    assert "one-hot proxy's accuracy (0.900) exceeds the original's (0.800)" in text
+    assert "| `svd_r4` | +0.1 / -0.200 |" in markdown_tables(hand_made_results())
