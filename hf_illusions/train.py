@@ -27,7 +27,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
-from hf_illusions.data.batching import pad_batch, shuffled_epoch_batches
+from hf_illusions.data.batching import StepBatches, pad_batch
 from hf_illusions.evaluation import evaluate_models
 from hf_illusions.modeling import IllusionConfig, IllusionForCausalLM
 
@@ -163,19 +163,7 @@ def main(argv: list[str] | None = None) -> Path:
         (out / "train_args.json").write_text(json.dumps(asdict(args), indent=2) + "\n")
     accelerator.init_trackers("hf-illusions", config=asdict(args))
 
-    epoch_cache: dict[int, list[list[int]]] = {}
-
-    def global_batch(step: int) -> list[int]:
-        # batches are indexed by the global step: epoch e holds steps [e*n, (e+1)*n)
-        epoch0 = epoch_cache.setdefault(
-            0, shuffled_epoch_batches(lengths, args.max_batch_tokens, args.seed, 0)
-        )
-        epoch, within = divmod(step, len(epoch0))
-        if epoch not in epoch_cache:
-            epoch_cache.clear()
-            epoch_cache[0] = epoch0
-            epoch_cache[epoch] = shuffled_epoch_batches(lengths, args.max_batch_tokens, args.seed, epoch)
-        return epoch_cache[epoch][within]
+    global_batch = StepBatches(lengths, args.max_batch_tokens, args.seed)  # a pure function of step
 
     log_file = out / "metrics.jsonl"
     n_params = sum(p.numel() for p in model.parameters())
@@ -191,7 +179,7 @@ def main(argv: list[str] | None = None) -> Path:
     interval_tokens = 0
     for step in bar:
         model.train()
-        batch = global_batch(step)
+        batch = global_batch[step]
         global_tokens = sum(lengths[i] - 1 for i in batch)
         mine = batch[accelerator.process_index :: accelerator.num_processes]
         ids, mask = pad_batch([train_ids[i] for i in mine]) if mine else pad_batch([train_ids[batch[0]]])

@@ -76,3 +76,25 @@ def iter_padded(
     for idx in token_budget_batches([len(s) for s in sequences], max_batch_tokens):
         ids, mask = pad_batch([sequences[i] for i in idx])
         yield idx, ids, mask
+
+
+class StepBatches:
+    """Global step → batch of indices, epoch after epoch of :func:`shuffled_epoch_batches`.
+
+    Epochs need not have the same number of batches (the bucketing depends on the shuffle), so
+    epoch boundaries are accumulated rather than assumed; only the current epoch is kept.
+    """
+
+    def __init__(self, lengths: Sequence[int], max_batch_tokens: int, seed: int):
+        self.lengths, self.max_batch_tokens, self.seed = lengths, max_batch_tokens, seed
+        self.epoch, self.start = 0, 0
+        self.batches = shuffled_epoch_batches(lengths, max_batch_tokens, seed, 0)
+
+    def __getitem__(self, step: int) -> list[int]:
+        if step < self.start:  # going back: start over from epoch 0
+            self.__init__(self.lengths, self.max_batch_tokens, self.seed)
+        while step >= self.start + len(self.batches):
+            self.start += len(self.batches)
+            self.epoch += 1
+            self.batches = shuffled_epoch_batches(self.lengths, self.max_batch_tokens, self.seed, self.epoch)
+        return self.batches[step - self.start]

@@ -14,3 +14,7 @@ AutoModel.register(IllusionConfig, IllusionModel, exist_ok=True)
 AutoModelForCausalLM.register(IllusionConfig, IllusionForCausalLM, exist_ok=True)
 
 __all__ = ["IllusionConfig", "IllusionForCausalLM", "IllusionModel", "IllusionPreTrainedModel"]
+
+# Proxies (fitted simplifiers) are models too: registering them here means that after
+# `import hf_illusions.modeling`, AutoModelForCausalLM loads a proxy folder as well.
+import hf_illusions.simplify  # noqa: E402,F401

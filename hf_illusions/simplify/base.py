@@ -54,12 +54,25 @@ class AttentionSimplification(nn.Module):
         super().__init__()
         self.layer_idx = layer_idx
         self.settings = dict(config.simplifier_settings or {})
+        heads = sorted({int(h) for h in (config.simplified_heads or {}).get(str(layer_idx), [])})
         mask = torch.zeros(config.n_head, dtype=torch.bool)
-        mask[list((config.simplified_heads or {}).get(str(layer_idx), []))] = True
+        mask[heads] = True
         self.register_buffer("head_mask", mask)
+        # decided from the config, not the buffer, which is still on the meta device while loading
+        self.all_heads = len(heads) == config.n_head
+
+    def setting(self, key: str) -> Any:
+        """A value of ``config.simplifier_settings`` that fixes buffer shapes (e.g. ``rank``)."""
+        if key not in self.settings:
+            raise SimplifierError(
+                f"simplifier_settings must give {key!r} for {self.name!r}, got {self.settings}"
+            )
+        return self.settings[key]
 
     def only_simplified(self, simplified: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
         """Per head, ``simplified`` where the head is simplified, else ``original`` (head dim is 1)."""
+        if self.all_heads:  # the common case (one head per layer in the paper): skip a full pass
+            return simplified
         return torch.where(self.head_mask.view(1, -1, 1, 1), simplified, original)
 
     def transform_query(self, query: torch.Tensor) -> torch.Tensor:
@@ -129,31 +142,35 @@ def collect_qk(
     config = model.config
     layers = list(range(config.n_layer)) if layers is None else list(layers)
     sequences = fitting_sequences(data, n_sequences, config.n_positions)
+    lengths = torch.tensor([len(s) for s in sequences])
+    starts = torch.cumsum(lengths, 0) - lengths  # where each sequence's rows go in the result
+    batches = token_budget_batches(lengths.tolist(), max_batch_tokens, batch_size)
     device = next(model.parameters()).device
-    pieces: dict[int, list[Any]] = {layer: [None] * len(sequences) for layer in layers}
+    chunks: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {layer: [] for layer in layers}
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            for idx in token_budget_batches([len(s) for s in sequences], max_batch_tokens, batch_size):
+            for idx in batches:
                 ids, mask = pad_batch([sequences[i] for i in idx])
-                out = model(
-                    ids.to(device), attention_mask=mask.to(device), output_queries=True, output_keys=True
-                )
+                ids, mask = ids.to(device), mask.to(device)
+                out = model(ids, attention_mask=mask, output_queries=True, output_keys=True, use_cache=False)
+                real = mask.bool()  # right padding: real rows come out sequence by sequence
                 for layer in layers:
-                    q, k = out.queries[layer].cpu(), out.keys[layer].cpu()
-                    for row, i in enumerate(idx):
-                        pieces[layer][i] = (q[row, : len(sequences[i])], k[row, : len(sequences[i])])
+                    chunks[layer].append((out.queries[layer][real].cpu(), out.keys[layer][real].cpu()))
     finally:
         model.train(was_training)
+    # rows were produced batch by batch (length-sorted); put them back in sequence order
+    rows = torch.cat([torch.arange(starts[i], starts[i] + lengths[i]) for idx in batches for i in idx])
     shape = (-1, config.n_head, config.d_head)
-    return {
-        layer: (
-            torch.cat([q for q, _ in pieces[layer]]).reshape(shape),
-            torch.cat([k for _, k in pieces[layer]]).reshape(shape),
+    result = {}
+    for layer in layers:
+        queries, keys = (torch.cat(side) for side in zip(*chunks[layer], strict=True))
+        result[layer] = (
+            torch.empty_like(queries).index_copy_(0, rows, queries).reshape(shape),
+            torch.empty_like(keys).index_copy_(0, rows, keys).reshape(shape),
         )
-        for layer in layers
-    }
+    return result
 
 
 def _index_list(values: Iterable[int] | None, name: str) -> list[int] | None:
@@ -267,7 +284,7 @@ class Simplifier:
         return {layer: list(heads) for layer in layers}
 
     def fit(self, model: IllusionForCausalLM, data: Any = None) -> IllusionProxyForCausalLM:
-        """Fit every chosen (layer, head) on ``data`` and return the proxy (eval mode, model's device/dtype)."""
+        """Fit every chosen (layer, head) on ``data``; returns the proxy in eval mode, on model's device."""
         from hf_illusions.simplify.proxy import build_proxy  # proxy.py imports this module
 
         chosen = self.resolve(model)

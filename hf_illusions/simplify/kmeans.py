@@ -65,7 +65,7 @@ class KMeansSimplification(AttentionSimplification):
 
     def __init__(self, config: Any, layer_idx: int):
         super().__init__(config, layer_idx)
-        k = int(self.settings["k"])
+        k = int(self.setting("k"))
         for side in ("query", "key"):
             self.register_buffer(f"{side}_centroids", torch.zeros(config.n_head, k, config.d_head))
 

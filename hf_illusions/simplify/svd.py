@@ -36,20 +36,23 @@ def principal_directions(
 
 
 def project(x: torch.Tensor, mean: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """``mean + (x − mean) B Bᵀ`` per head: ``x`` ``(batch, h, seq, d)``, ``mean`` ``(h, d)``, ``basis`` ``(h, d, r)``."""
+    """``mean + (x − mean) B Bᵀ`` per head.
+
+    Shapes: ``x`` ``(batch, h, seq, d)``, ``mean`` ``(h, d)``, ``basis`` ``(h, d, r)``.
+    """
     mean = mean[None, :, None, :]
     coordinates = torch.matmul(x - mean, basis[None])
     return mean + torch.matmul(coordinates, basis.transpose(1, 2)[None])
 
 
 class SVDSimplification(AttentionSimplification):
-    """Buffers ``{query,key}_mean`` ``(n_head, d_head)`` and ``{query,key}_basis`` ``(n_head, d_head, rank)``."""
+    """Buffers ``{query,key}_mean`` ``(n_head, d_head)``, ``{query,key}_basis`` ``(n_head, d_head, rank)``."""
 
     name = "svd"
 
     def __init__(self, config: Any, layer_idx: int):
         super().__init__(config, layer_idx)
-        rank = int(self.settings["rank"])
+        rank = int(self.setting("rank"))
         for side in ("query", "key"):
             self.register_buffer(f"{side}_mean", torch.zeros(config.n_head, config.d_head))
             self.register_buffer(f"{side}_basis", torch.zeros(config.n_head, config.d_head, rank))
