@@ -8,16 +8,26 @@ Every global batch is a pure function of (seed, step) and is split row-wise acro
 the loss is normalised by the *global* token count, so N processes follow the 1-process curve.
 Checkpoints (``save_pretrained`` + optimizer/scheduler/RNG via ``accelerator.save_state``) are
 written to a temporary folder and renamed, so a kill mid-save never leaves a checkpoint that
-``--resume_from_checkpoint latest`` would pick up.
+``--resume_from_checkpoint latest`` would pick up (a leftover ``checkpoint-N.tmp`` is ignored
+and removed on the next start).
+
+What is pickled: the model weights are safetensors everywhere (``model/`` and ``state/``), but
+accelerate stores the optimizer, scheduler and RNG states as ``torch.save`` files
+(``state/optimizer.bin``, ``scheduler.bin``, ``random_states_0.pkl``); a resume loads every
+one of them with ``torch.load(weights_only=True)`` (tensors, numbers, numpy arrays: no code
+runs), see :func:`restore_state`.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
+import math
+import pickle
+import re
 import shutil
 import time
+from argparse import RawDescriptionHelpFormatter
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -28,77 +38,194 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from hf_illusions.data.batching import StepBatches, pad_batch
+from hf_illusions.errors import CheckpointError, PathError, SettingsError
 from hf_illusions.evaluation import evaluate_models
 from hf_illusions.modeling import IllusionConfig, IllusionForCausalLM
+from hf_illusions.paths import check_output_path
+
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
+TRACKERS = ("auto", "none", "tensorboard", "trackio", "wandb", "aim", "comet_ml", "mlflow", "clearml")
+CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
 
 
 @dataclass
 class TrainArgs:
+    """Every setting of a run; the defaults are those of the shipped `checkpoints/dyck`."""
+
     task: str = "dyck"
     dataset_dir: str = "dyck-illusions"
     data_config: str = "dyck-20-10"  # preset built into dataset_dir when it is missing
     output_dir: str = "runs/dyck"
     # model
-    d_model: int = 128
+    d_model: int = 64
     n_layer: int = 2
     n_head: int = 1
-    d_mlp: int = 512
+    d_mlp: int = 256
     n_positions: int = 512
     attn_implementation: str = "sdpa"
     # optimisation
-    max_steps: int = 3000
+    max_steps: int = 10000
     max_batch_tokens: int = 8192  # padded tokens per *global* batch
-    learning_rate: float = 1e-3
+    learning_rate: float = 2e-3
     min_lr_ratio: float = 0.1
-    warmup_steps: int = 200
+    warmup_steps: int = 300
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     seed: int = 0
     # bookkeeping
-    eval_every: int = 500
+    eval_every: int = 1000
     eval_sentences: int = 500  # per split, for the periodic evaluation
-    save_every: int = 500
-    log_every: int = 20
+    save_every: int = 1000
+    log_every: int = 100
     resume_from_checkpoint: str | None = None  # a checkpoint folder, or "latest"
+    overwrite_output_dir: bool = False  # start over in an output_dir that already holds a run
     report_to: str = "auto"  # "auto" = trackio/tensorboard when installed, "none", or a tracker name
+
+    def __post_init__(self) -> None:
+        """Reject impossible settings before any work, naming the flag (:class:`SettingsError`)."""
+        from hf_illusions.data.dyck import PRESETS
+
+        at_least = {
+            **dict.fromkeys(("max_steps", "max_batch_tokens", "eval_every", "save_every", "log_every"), 1),
+            **dict.fromkeys(("eval_sentences", "d_model", "n_layer", "n_head", "n_positions"), 1),
+            **dict.fromkeys(("d_mlp", "warmup_steps", "seed"), 0),  # d_mlp 0 = attention-only
+        }
+        for name, low in at_least.items():
+            if getattr(self, name) < low:
+                raise SettingsError(f"--{name} must be >= {low}, got {getattr(self, name)}")
+        for name, (ok, bound) in {
+            "learning_rate": (lambda v: v > 0, "> 0"),
+            "max_grad_norm": (lambda v: v > 0, "> 0"),
+            "weight_decay": (lambda v: v >= 0, ">= 0"),
+            "min_lr_ratio": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+        }.items():
+            value = getattr(self, name)
+            if not (math.isfinite(value) and ok(value)):
+                raise SettingsError(f"--{name} must be a finite number {bound}, got {value}")
+        if self.d_model % self.n_head:
+            raise SettingsError(f"--d_model ({self.d_model}) must be divisible by --n_head ({self.n_head})")
+        if self.task != "dyck":
+            raise SettingsError(f"--task must be 'dyck' (code arrives with the code task), got {self.task!r}")
+        if self.data_config not in PRESETS:
+            raise SettingsError(f"--data_config must be one of {sorted(PRESETS)}, got {self.data_config!r}")
+        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise SettingsError(
+                f"--attn_implementation must be one of {list(ATTN_IMPLEMENTATIONS)}, "
+                f"got {self.attn_implementation!r}"
+            )
+        if self.report_to not in TRACKERS:
+            raise SettingsError(f"--report_to must be one of {list(TRACKERS)}, got {self.report_to!r}")
 
     @classmethod
     def parse(cls, argv: list[str] | None = None) -> TrainArgs:
-        parser = argparse.ArgumentParser(
-            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        from hf_illusions.cli import ArgumentParser  # one-line errors, like every other command
+
+        parser = ArgumentParser(
+            prog="hf-illusions train", description=__doc__, formatter_class=RawDescriptionHelpFormatter
         )
         for f in fields(cls):
+            if str(f.type) == "bool":
+                parser.add_argument(f"--{f.name}", action="store_true")
+                continue
             kind = {"int": int, "float": float}.get(str(f.type), str)
             parser.add_argument(f"--{f.name}", type=kind, default=f.default)
-        args = cls(**vars(parser.parse_args(argv)))
-        for name in ("max_steps", "max_batch_tokens", "eval_every", "save_every", "log_every"):
-            if getattr(args, name) < 1:
-                parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-        if args.learning_rate <= 0:
-            parser.error(f"--learning_rate must be > 0, got {args.learning_rate}")
-        return args
+        return cls(**vars(parser.parse_args(argv)))
 
 
 def load_task_data(args: TrainArgs):
-    """(task, DatasetDict, tokenizer, vocab_size); builds the dataset folder on first use."""
-    if args.task != "dyck":
-        raise ValueError(f"--task must be 'dyck' (code arrives with the code task), got {args.task!r}")
-    from hf_illusions.data.dyck import PRESETS
-    from hf_illusions.data.hub_folder import load_folder, write_dyck_folder
+    """(task, DatasetDict, tokenizer, vocab_size); builds the dataset folder on first use.
+
+    The vocabulary comes from the folder's own settings (not ``--data_config``, which only says
+    what to build when the folder is missing), so a model always matches the data it reads.
+    """
+    from hf_illusions.data.hub_folder import load_folder, read_settings, write_dyck_folder
     from hf_illusions.data.tokenizer import dyck_tokenizer
     from hf_illusions.tasks.dyck import DyckTask
 
     if not Path(args.dataset_dir).exists():
         write_dyck_folder(args.dataset_dir, config_name=args.data_config)
     ds = load_folder(args.dataset_dir)
-    n_types = PRESETS[args.data_config].n_types
+    n_types = read_settings(args.dataset_dir).n_types
     tokenizer = dyck_tokenizer(n_types, model_max_length=args.n_positions)
     return DyckTask(n_types), ds, tokenizer, len(tokenizer)
 
 
+def checkpoint_step(path: Path) -> int | None:
+    """N for a finished ``checkpoint-N`` folder; None for anything else (``.tmp``, strays, half copies)."""
+    match = CHECKPOINT_NAME.fullmatch(path.name)
+    return int(match.group(1)) if match and (path / "trainer_state.json").is_file() else None
+
+
 def latest_checkpoint(output_dir: Path) -> Path | None:
-    done = sorted(output_dir.glob("checkpoint-*[0-9]"), key=lambda p: int(p.name.split("-")[1]))
-    return done[-1] if done else None
+    """The finished checkpoint with the highest step; ``checkpoint-N.tmp`` (a killed save) never counts."""
+    done = [(step, p) for p in output_dir.glob("checkpoint-*") if (step := checkpoint_step(p)) is not None]
+    return max(done)[1] if done else None
+
+
+def check_resumable(checkpoint: Path, config: IllusionConfig, max_steps: int) -> int:
+    """The step to resume from, after checking the checkpoint is complete and matches the model settings."""
+    if not checkpoint.is_dir():
+        raise CheckpointError(f"--resume_from_checkpoint {str(checkpoint)!r} does not exist")
+    missing = [
+        n for n in ("trainer_state.json", "state", "model/config.json") if not (checkpoint / n).exists()
+    ]
+    if missing:
+        raise CheckpointError(
+            f"--resume_from_checkpoint {str(checkpoint)!r} is not a finished checkpoint ({missing} missing)"
+        )
+    try:
+        step = int(json.loads((checkpoint / "trainer_state.json").read_text())["step"])
+        saved = json.loads((checkpoint / "model/config.json").read_text())
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(
+            f"{str(checkpoint)!r} holds a corrupt trainer_state.json or config: {err!r}"
+        ) from None
+    differ = {
+        k: (saved.get(k), getattr(config, k))
+        for k in ("vocab_size", "n_positions", "d_model", "n_layer", "n_head", "d_head", "d_mlp")
+        if saved.get(k) != getattr(config, k)
+    }
+    if differ:
+        raise CheckpointError(
+            f"--resume_from_checkpoint {str(checkpoint)!r} was trained with other model sizes "
+            f"(checkpoint vs now: {differ}); resume with the flags it was trained with"
+        )
+    if step > max_steps:
+        raise SettingsError(f"the checkpoint is at step {step}, beyond --max_steps={max_steps}")
+    return step
+
+
+def restore_state(accelerator: Accelerator, checkpoint: Path) -> None:
+    """``accelerator.load_state`` with ``weights_only=True`` for every pickle, failing loudly.
+
+    accelerate only logs "Could not load random states" when the RNG file is unreadable and goes
+    on; a resume that is not exact must not look exact, so that file is read here first.
+    """
+    from accelerate.utils import load
+
+    state = checkpoint / "state"
+    try:
+        load(state / f"random_states_{accelerator.process_index}.pkl", weights_only=True)
+        accelerator.load_state(str(state), load_kwargs={"weights_only": True})
+    except (OSError, RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as err:
+        raise CheckpointError(
+            f"could not restore the training state in {str(state)!r} ({type(err).__name__}: {err}); "
+            "the checkpoint is incomplete or corrupt"
+        ) from None
+
+
+def prepare_output_dir(args: TrainArgs, out: Path) -> None:
+    """Refuse to mix two runs in one ``output_dir`` unless asked to resume or to start over."""
+    check_output_path(out, arg="--output_dir", reuse=True)
+    found = out.glob("checkpoint-*") if out.is_dir() else []
+    previous = [p.name for p in found if checkpoint_step(p) is not None]
+    if (out / "metrics.jsonl").exists():
+        previous.append("metrics.jsonl")
+    if previous and not args.resume_from_checkpoint and not args.overwrite_output_dir:
+        raise PathError(
+            f"--output_dir {str(out)!r} already holds a run ({sorted(previous)[:3]}…); pass "
+            "--resume_from_checkpoint latest to continue it or --overwrite_output_dir to start over"
+        )
 
 
 def step_loss(model, ids: torch.Tensor, mask: torch.Tensor, global_tokens: int, world: int) -> torch.Tensor:
@@ -114,6 +241,7 @@ def step_loss(model, ids: torch.Tensor, mask: torch.Tensor, global_tokens: int, 
 def main(argv: list[str] | None = None) -> Path:
     args = TrainArgs.parse(argv)
     out = Path(args.output_dir)
+    prepare_output_dir(args, out)
     trackers = [t for t in ("trackio", "tensorboard") if importlib.util.find_spec(t)]
     log_with = (
         trackers if args.report_to == "auto" else ([] if args.report_to == "none" else [args.report_to])
@@ -126,6 +254,12 @@ def main(argv: list[str] | None = None) -> Path:
     eval_splits = {
         s: ds[s].data.column("input_ids").to_pylist()[: args.eval_sentences] for s in ds if s != "train"
     }
+    longest = max(max(lengths), *(len(x) for seqs in eval_splits.values() for x in seqs))
+    if longest > args.n_positions:
+        raise SettingsError(
+            f"--n_positions={args.n_positions} is shorter than the longest sentence in "
+            f"{args.dataset_dir!r} ({longest} tokens); raise it or build the data with a smaller max_tokens"
+        )
 
     config = IllusionConfig(
         vocab_size=vocab_size,
@@ -154,13 +288,17 @@ def main(argv: list[str] | None = None) -> Path:
     if resume == "latest":
         found = latest_checkpoint(out)
         resume = str(found) if found else None
+        if not found:
+            accelerator.print(f"no finished checkpoint in {out}: starting from step 0")
     if resume:
-        accelerator.load_state(str(Path(resume) / "state"))
-        start_step = json.loads((Path(resume) / "trainer_state.json").read_text())["step"]
+        start_step = check_resumable(Path(resume), config, args.max_steps)
+        restore_state(accelerator, Path(resume))
         accelerator.print(f"resumed from {resume} at step {start_step}")
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
+        clean_output_dir(out, start_step, args.overwrite_output_dir and not resume)
         (out / "train_args.json").write_text(json.dumps(asdict(args), indent=2) + "\n")
+    accelerator.wait_for_everyone()
     accelerator.init_trackers("hf-illusions", config=asdict(args))
 
     global_batch = StepBatches(lengths, args.max_batch_tokens, args.seed)  # a pure function of step
@@ -242,8 +380,38 @@ def log_metrics(accelerator: Accelerator, log_file: Path, record: dict) -> None:
             fh.write(json.dumps(record) + "\n")
 
 
+def clean_output_dir(out: Path, start_step: int, start_over: bool) -> None:
+    """Remove what a killed or replaced run left behind, so the new run's files are all its own.
+
+    Always: ``checkpoint-N.tmp`` / ``.old`` folders (a save killed midway; never resumable).
+    Resuming at step ``s``: log lines after ``s`` (the killed run's, about to be redone, so the
+    log reads like an uninterrupted run); finished checkpoints are kept (a later one is replaced
+    atomically when the run reaches it). Starting over: every checkpoint, ``final/`` and the log.
+    """
+    for stale in [*out.glob("checkpoint-*.tmp"), *out.glob("checkpoint-*.old")]:
+        shutil.rmtree(stale)
+    if start_over:
+        for ckpt in [p for p in out.glob("checkpoint-*") if checkpoint_step(p) is not None]:
+            shutil.rmtree(ckpt)
+        if (out / "final").exists():
+            shutil.rmtree(out / "final")
+    log = out / "metrics.jsonl"
+    if log.exists():
+        kept = (
+            []
+            if start_over
+            else [x for x in log.read_text().splitlines() if json.loads(x)["step"] <= start_step]
+        )
+        log.write_text("".join(x + "\n" for x in kept))
+
+
 def save_checkpoint(accelerator: Accelerator, path: Path, step: int, tokenizer) -> None:
-    """``model/`` (save_pretrained + tokenizer), ``state/`` (accelerate), ``trainer_state.json``; atomic."""
+    """``model/`` (save_pretrained + tokenizer), ``state/`` (accelerate), ``trainer_state.json``; atomic.
+
+    Everything is written to ``checkpoint-N.tmp`` and renamed at the end; a kill at any point
+    leaves either no ``checkpoint-N`` or a complete one (an existing one is moved aside first
+    and deleted only after the rename).
+    """
     tmp = path.with_name(path.name + ".tmp")
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
@@ -254,9 +422,12 @@ def save_checkpoint(accelerator: Accelerator, path: Path, step: int, tokenizer) 
         unwrapped.save_pretrained(tmp / "model")
         tokenizer.save_pretrained(tmp / "model")
         (tmp / "trainer_state.json").write_text(json.dumps({"step": step}) + "\n")
+        old = path.with_name(path.name + ".old")
         if path.exists():
-            shutil.rmtree(path)
+            path.rename(old)
         tmp.rename(path)
+        if old.exists():
+            shutil.rmtree(old)
     accelerator.wait_for_everyone()
 
 
