@@ -8,8 +8,9 @@ STAMP := $(VENV)/.installed
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_EVALUATE_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 \
 	GRADIO_ANALYTICS_ENABLED=False TRANSFORMERS_NO_ADVISORY_WARNINGS=1 MPLBACKEND=Agg
 PYTEST_ARGS ?=
+CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install reproduce test test-slow lint format clean
+.PHONY: install browser reproduce test test-slow space lint format clean
 
 install: $(STAMP)
 
@@ -23,11 +24,21 @@ $(STAMP): pyproject.toml
 reproduce: install
 	$(OFFLINE) $(BIN)/hf-illusions reproduce dyck
 
-test: install
+# The Space's browser test drives Debian's chromium with Playwright (no `playwright install`).
+# Installed here when missing and apt-get is usable; otherwise that test fails and says how to install it.
+browser:
+	@test -x $(CHROMIUM) || ! command -v apt-get >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "could not install chromium (apt-get failed); tests/test_space.py needs $(CHROMIUM)"
+
+test: install browser
 	$(OFFLINE) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-slow: install
 	$(OFFLINE) $(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+space: install
+	$(OFFLINE) $(BIN)/python spaces_app/app.py
 
 lint: install
 	$(BIN)/ruff check .

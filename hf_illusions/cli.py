@@ -1,7 +1,8 @@
-"""`hf-illusions`: data, train, simplify, evaluate, reproduce.
+"""`hf-illusions`: data, train, simplify, evaluate, reproduce, card, push.
 
-Errors on bad input print one readable line and exit with status 2 (``--debug`` shows the
-traceback); results are always written to files, and the paths are printed.
+Errors on bad input print one readable line and exit with status 2 (``--debug``, anywhere on
+the line, shows the traceback); results are always written to files, and the paths are printed.
+Outputs that exist are only replaced with ``--overwrite``, and are checked before any work.
 """
 
 from __future__ import annotations
@@ -9,15 +10,32 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
-from hf_illusions.errors import IllusionsError
+from hf_illusions.errors import IllusionsError, PathError, SettingsError
+from hf_illusions.paths import check_output_path
 
 DEFAULT_DYCK_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "dyck"
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are :class:`SettingsError`: one line, no usage dump, one exit path.
+
+    Plain argparse prints the whole usage block and exits from deep inside ``parse_args``;
+    raising instead lets :func:`run` report flag errors exactly like every other bad input.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        raise SettingsError(f"{message} (see `{self.prog} --help`)")
+
+
 def positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
     return value
@@ -37,7 +55,8 @@ def cmd_data_build(args: argparse.Namespace) -> None:
     from hf_illusions.data.hub_folder import write_dyck_folder
 
     if args.config not in PRESETS:
-        raise IllusionsError(f"--config must be one of {sorted(PRESETS)}, got {args.config!r}")
+        raise SettingsError(f"--config must be one of {sorted(PRESETS)}, got {args.config!r}")
+    check_output_path(args.out, args.overwrite, arg="--out")
     out = write_dyck_folder(args.out, config_name=args.config, overwrite=args.overwrite)
     print(f"wrote {out}/ (load it with datasets.load_dataset({str(out)!r}))")
 
@@ -45,9 +64,11 @@ def cmd_data_build(args: argparse.Namespace) -> None:
 def cmd_data_verify(args: argparse.Namespace) -> None:
     from hf_illusions.data.verify import verify_dyck_folder
 
+    if args.out:
+        check_output_path(args.out, args.overwrite, arg="--out", kind="file")
     report = verify_dyck_folder(args.path)
     if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.out, report)
     for line in report["violations"]:
         print(f"violation: {line}")
     print(f"{args.path}: {'OK' if report['ok'] else 'FAILED'} {json.dumps(report['checks'])}")
@@ -61,71 +82,78 @@ def cmd_train(args: argparse.Namespace, rest: list[str]) -> None:
     print(f"trained model in {train_main(rest)}")
 
 
-def load_model(path: str | Path):
-    """`AutoModelForCausalLM.from_pretrained` with a clear error for missing or foreign folders."""
-    from transformers import AutoModelForCausalLM
-
-    import hf_illusions.modeling
-    import hf_illusions.simplify  # noqa: F401
-
+def write_json(path: str | Path, payload: dict) -> None:
+    """Write then rename: an interrupted run never leaves a truncated report that looks finished."""
     path = Path(path)
-    if not (path / "config.json").is_file():
-        raise IllusionsError(
-            f"model folder {str(path)!r} has no config.json (expected a save_pretrained folder)"
-        )
-    try:
-        return AutoModelForCausalLM.from_pretrained(path).eval()
-    except (OSError, ValueError, KeyError) as err:
-        raise IllusionsError(f"could not load the model in {str(path)!r}: {err}") from err
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def load_data_and_model(data: str, model: str, proxies: Sequence[str] = ()) -> tuple:
+    """(DatasetDict, Dyck task of the data, model, {name: proxy}), every model checked against the data."""
+    import pyarrow.compute as pc
+
+    from hf_illusions.checkpoints import check_model_fits, load_checkpoint
+    from hf_illusions.data.hub_folder import load_folder, read_settings
+    from hf_illusions.tasks.dyck import DyckTask
+
+    ds = load_folder(data)
+    task = DyckTask(n_types=read_settings(data).n_types)
+    longest = max(pc.max(pc.list_value_length(ds[s].data.column("input_ids"))).as_py() or 0 for s in ds)
+    loaded = []
+    for flag, path in [("--model", model), *(("--proxy", p) for p in proxies)]:
+        loaded.append(load_checkpoint(path))
+        try:
+            check_model_fits(loaded[-1], task.vocab.size, longest, f"the data in {data!r}")
+        except IllusionsError as err:
+            raise type(err)(f"{flag} {path!r}: {err}") from None
+    return ds, task, loaded[0], {Path(p).name: m for p, m in zip(proxies, loaded[1:], strict=True)}
 
 
 def cmd_simplify(args: argparse.Namespace) -> None:
-    from hf_illusions.data.hub_folder import load_folder
-    from hf_illusions.simplify import make_simplifier
+    from hf_illusions.simplify import SIMPLIFIERS, make_simplifier
 
+    check_output_path(args.out, args.overwrite, arg="--out")
     settings = (
         {"rank": args.rank} if args.method == "svd" else {"k": args.k} if args.method == "kmeans" else {}
     )
-    simplifier = make_simplifier(args.method, layers=args.layers, n_sequences=args.n_sequences, **settings)
-    model = load_model(args.model)
-    train = load_folder(args.data)["train"]
-    proxy = simplifier.fit(model, train)
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise IllusionsError(f"--out {str(out)!r} already exists; pass --overwrite to replace it")
-    proxy.save_pretrained(out)
-    print(f"wrote proxy to {out}/ (AutoModelForCausalLM.from_pretrained({str(out)!r}))")
+    if SIMPLIFIERS[args.method].needs_data:  # one-hot attention is fitted on nothing
+        settings["n_sequences"] = args.n_sequences
+    simplifier = make_simplifier(args.method, layers=args.layers, **settings)
+    ds, _, model, _ = load_data_and_model(args.data, args.model)
+    proxy = simplifier.fit(model, ds["train"])
+    proxy.save_pretrained(args.out)
+    print(f"wrote proxy to {args.out}/ (AutoModelForCausalLM.from_pretrained({args.out!r}))")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from hf_illusions.data.dyck import TEST_SPLITS
-    from hf_illusions.data.hub_folder import load_folder
+    from hf_illusions.data.hub_folder import select_splits
     from hf_illusions.evaluation import evaluate_models
-    from hf_illusions.tasks.dyck import DyckTask
 
-    ds = load_folder(args.data)
-    splits = args.splits or list(TEST_SPLITS)
-    unknown = [s for s in splits if s not in ds]
-    if unknown:
-        raise IllusionsError(f"--splits {unknown} not in {args.data!r}; available: {list(ds)}")
-    original = load_model(args.model)
-    proxies = {Path(p).name: load_model(p) for p in args.proxy}
-    task = DyckTask(n_types=(original.config.vocab_size - 3) // 2)
+    check_output_path(args.out, args.overwrite, arg="--out", kind="file")
+    names = [Path(p).name for p in args.proxy]
+    if len(set(names)) < len(names):
+        raise SettingsError(f"--proxy folders must have distinct names (they label the results), got {names}")
+    ds, task, original, proxies = load_data_and_model(args.data, args.model, args.proxy)
+    splits = select_splits(ds, args.splits or list(TEST_SPLITS), arg="--splits")
     results = {}
     for split in splits:
         seqs = ds[split].data.column("input_ids").to_pylist()[: args.max_sentences]
         results[split] = evaluate_models(original, seqs, task, proxies, progress=True, desc=split)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_json(args.out, results)
+    print(f"wrote {args.out}")
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
+    from hf_illusions.data.dyck import PRESETS
     from hf_illusions.reproduce import reproduce_dyck
 
-    if args.task != "dyck":
-        raise IllusionsError(f"task must be 'dyck', got {args.task!r}")
+    if args.data_config not in PRESETS:
+        raise SettingsError(f"--data_config must be one of {sorted(PRESETS)}, got {args.data_config!r}")
+    check_output_path(args.out, arg="--out", reuse=True)  # an existing report folder is resumed
     kwargs = {}
     if args.quick:
         kwargs = {
@@ -146,22 +174,92 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 
 def cmd_card(args: argparse.Namespace) -> None:
     from hf_illusions.cards import evaluate_checkpoint, write_model_card
+    from hf_illusions.checkpoints import load_checkpoint
 
-    model = load_model(args.path)
-    accuracy = evaluate_checkpoint(model, args.data, progress=True)
     run = Path(args.run) if args.run else None
     train_args, final_loss = {}, None
     if run is not None:
-        train_args = json.loads((run / "train_args.json").read_text())
-        losses = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+        missing = [f for f in ("train_args.json", "metrics.jsonl") if not (run / f).is_file()]
+        if missing:
+            raise PathError(f"--run {str(run)!r} is not a training output_dir: {missing} missing")
+        try:
+            train_args = json.loads((run / "train_args.json").read_text())
+            lines = (run / "metrics.jsonl").read_text().splitlines()
+            losses = [json.loads(x) for x in lines if '"loss"' in x]
+        except json.JSONDecodeError as err:
+            raise PathError(
+                f"--run {str(run)!r} holds a corrupt train_args.json or metrics.jsonl: {err}"
+            ) from None
         final_loss = losses[-1]["loss"] if losses else None
+    if args.results:  # re-render from saved numbers (e.g. the folder's eval_results.json)
+        from hf_illusions.cards import read_results
+
+        accuracy = read_results(args.results)
+    else:
+        accuracy = evaluate_checkpoint(load_checkpoint(args.path), args.data, progress=True)
     readme = write_model_card(args.path, accuracy, train_args, args.command, final_loss, args.wall_time)
     print(f"wrote {readme}")
 
 
+def cmd_card_dataset(args: argparse.Namespace) -> None:
+    from hf_illusions.cards import write_dataset_card
+
+    print(f"wrote {write_dataset_card(args.path)}")
+
+
+def cmd_card_proxy(args: argparse.Namespace) -> None:
+    from hf_illusions.cards import evaluate_proxy, proxy_results, read_results, write_proxy_card
+    from hf_illusions.checkpoints import load_checkpoint
+
+    if args.results:
+        results = proxy_results(read_results(args.results), args.name or Path(args.path).name)
+        source = args.results
+    else:
+        proxy, original = load_checkpoint(args.path), load_checkpoint(args.model)
+        results = evaluate_proxy(proxy, original, args.data, max_sentences=args.max_sentences, progress=True)
+        source = f"`hf-illusions card proxy` against {args.model} on {args.data}"
+    base = {"base_model": args.base_model} if args.base_model else {}
+    print(f"wrote {write_proxy_card(args.path, results, results_source=source, **base)}")
+
+
+def cmd_card_metric(args: argparse.Namespace) -> None:
+    from hf_illusions.cards import write_metric_folder
+
+    check_output_path(args.out, args.overwrite, arg="--out")
+    print(f"wrote {write_metric_folder(args.out)} (push it with `hf-illusions push metric {args.out}`)")
+
+
+def cmd_card_space(args: argparse.Namespace) -> None:
+    from hf_illusions.cards import write_space_card
+
+    print(f"wrote {write_space_card(args.path, args.report)}")
+
+
+def cmd_push(args: argparse.Namespace) -> None:
+    from hf_illusions.hub import HUB_REPO_IDS, push_folder
+
+    repo_id = args.repo_id or HUB_REPO_IDS.get(args.kind)
+    if repo_id is None:
+        raise SettingsError(f"--repo-id is required for `push {args.kind}` (e.g. you/{Path(args.path).name})")
+    plan = push_folder(
+        args.kind,
+        args.path,
+        repo_id,
+        dry_run=args.dry_run,
+        private=args.private or None,
+        token=args.token,
+        revision=args.revision,
+        commit_message=args.commit_message,
+    )
+    print(plan.describe())
+    print("dry run: nothing was uploaded" if args.dry_run else f"uploaded: {plan.url} (commit {plan.commit})")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hf-illusions", description=__doc__.splitlines()[0])
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser = ArgumentParser(prog="hf-illusions", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks on errors (anywhere on the line)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="build or verify datasets").add_subparsers(
@@ -176,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify = data.add_parser("verify", help="re-derive every split property from the stored tokens")
     verify.add_argument("path")
     verify.add_argument("--out", help="also write the report as JSON here")
+    verify.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     verify.set_defaults(func=cmd_data_verify)
 
     train = sub.add_parser("train", help="train a model (flags as scripts/train.py --help)", add_help=False)
@@ -200,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--splits", type=lambda s: s.split(","), default=None)
     evaluate.add_argument("--max_sentences", type=positive_int, default=None)
     evaluate.add_argument("--out", default="reports/evaluate.json")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     evaluate.set_defaults(func=cmd_evaluate)
 
     reproduce = sub.add_parser("reproduce", help="data -> model -> simplifiers -> faithfulness report")
@@ -211,36 +311,78 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--quick", action="store_true", help="fewer settings and sentences (a smoke run)")
     reproduce.set_defaults(func=cmd_reproduce)
 
-    card = sub.add_parser("card", help="measure a checkpoint and render its model card (README.md)")
-    card.add_argument("kind", choices=["model"])
+    cards = sub.add_parser("card", help="render a card (README.md with Hub metadata) from results")
+    kinds = cards.add_subparsers(dest="card_kind", required=True)
+    card = kinds.add_parser("model", help="measure a checkpoint and render its model card")
     card.add_argument("path")
     card.add_argument("--data", default="dyck-illusions")
+    card.add_argument("--results", help="render from this eval_results.json instead of measuring")
     card.add_argument("--run", help="the training output_dir (train_args.json, metrics.jsonl)")
     card.add_argument("--command", default="accelerate launch scripts/train.py --task dyck")
     card.add_argument("--wall_time", default="unknown")
     card.set_defaults(func=cmd_card)
+    card = kinds.add_parser("dataset", help="re-render a dataset folder's card from its files")
+    card.add_argument("path", nargs="?", default="dyck-illusions")
+    card.set_defaults(func=cmd_card_dataset)
+    card = kinds.add_parser("proxy", help="render a proxy's card from evaluate/reproduce results")
+    card.add_argument("path")
+    card.add_argument("--results", help="`hf-illusions evaluate` JSON or a report's results.json")
+    card.add_argument("--name", help="the proxy's name in --results (default: the folder name)")
+    card.add_argument("--model", default=str(DEFAULT_DYCK_CHECKPOINT), help="original, when measuring")
+    card.add_argument("--data", default="dyck-illusions", help="dataset folder, when measuring")
+    card.add_argument("--max_sentences", type=positive_int, default=None)
+    card.add_argument("--base_model", help="Hub id of the original (default: the project's model)")
+    card.set_defaults(func=cmd_card_proxy)
+    card = kinds.add_parser("metric", help="write the faithfulness metric's Space folder around its card")
+    card.add_argument("--out", default="faithfulness-metric")
+    card.add_argument("--overwrite", action="store_true")
+    card.set_defaults(func=cmd_card_metric)
+    card = kinds.add_parser("space", help="render the Space's card and copy the report's plot into it")
+    card.add_argument("path", nargs="?", default=str(Path(__file__).resolve().parents[1] / "spaces_app"))
+    card.add_argument("--report", help="a `reproduce` output folder (results.json, gap.png)")
+    card.set_defaults(func=cmd_card_space)
+
+    push = sub.add_parser("push", help="upload a checked folder to the Hub (upload_folder)")
+    push.add_argument("kind", choices=["model", "proxy", "dataset", "space", "metric"])
+    push.add_argument("path")
+    push.add_argument("--repo-id", "--repo_id", dest="repo_id", help="namespace/name (default per kind)")
+    push.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true", help="only list files")
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--token", help="Hub token (default: HF_TOKEN or the saved login)")
+    push.add_argument("--revision", help="branch to commit to (default: main)")
+    push.add_argument("--commit-message", "--commit_message", dest="commit_message")
+    push.set_defaults(func=cmd_push)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
-    if (argv and argv[0] == "train") or argv[:2] == ["--debug", "train"]:
-        debug = argv[0] == "--debug"
-        rest = argv[2:] if debug else argv[1:]
-        return run(lambda: cmd_train(argparse.Namespace(), rest), debug)
-    args = parser.parse_args(argv)
-    return run(lambda: args.func(args), args.debug)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    if argv[:1] == ["train"]:  # every flag after `train` belongs to the training script
+        return run(lambda: cmd_train(argparse.Namespace(), argv[1:]), debug)
+
+    def dispatch() -> None:
+        args = build_parser().parse_args(argv)
+        args.func(args)
+
+    return run(dispatch, debug)
 
 
-def run(action, debug: bool) -> int:
+def run(action: Callable[[], object], debug: bool) -> int:
+    """Run a command; bad input (and I/O failures such as a full disk) become one line and status 2."""
     try:
         action()
-    except IllusionsError as err:
+    except (IllusionsError, OSError) as err:
         if debug:
             raise
         print(f"hf-illusions: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("hf-illusions: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -1,7 +1,8 @@
 """Every exception hf-illusions raises on bad input, in one place.
 
-Each is a ``ValueError`` (or ``FileNotFoundError``) too, so callers that already catch the
-builtin keep working; messages name the argument and what was expected.
+Each is also a builtin (``ValueError``, or ``OSError`` for paths), so callers that already catch
+the builtin keep working; messages name the argument and what was expected. The CLI turns any
+of them into one ``hf-illusions: error: …`` line and exit status 2 (``--debug`` re-raises).
 """
 
 
@@ -13,7 +14,11 @@ class DyckError(IllusionsError, ValueError):
     """A bracket string or token sequence that is not a valid Dyck sentence for this vocabulary."""
 
 
-class SplitError(IllusionsError, ValueError):
+class DatasetError(IllusionsError, ValueError):
+    """A dataset folder that is missing, unreadable (corrupt parquet, bad settings file) or lacks columns."""
+
+
+class SplitError(DatasetError):
     """An unknown split name, or data that breaks a split's definition."""
 
 
@@ -27,3 +32,11 @@ class FaithfulnessInputError(IllusionsError, ValueError):
 
 class CheckpointError(IllusionsError, ValueError):
     """A model folder that is missing, truncated, corrupt, or of another model type."""
+
+
+class SettingsError(IllusionsError, ValueError):
+    """Impossible settings for a command or run: unknown task/preset, out-of-range flags (argparse's too)."""
+
+
+class PathError(IllusionsError, OSError):
+    """An output path that exists (without ``overwrite``) or cannot be written, or a missing input file."""

@@ -22,6 +22,7 @@ FAMILY_TITLES = {
     "svd": "SVD (low-rank keys/queries)",
     "kmeans": "k-means (clustered keys/queries)",
     "onehot": "one-hot attention",
+    "onehot_layer": "one-hot attention in one layer",
 }
 PLOTS = ("jsd_vs_rank.png", "agreement_vs_rank.png", "accuracy_per_split.png", "gap.png")
 

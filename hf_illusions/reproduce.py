@@ -18,6 +18,7 @@ for the shipped models they are cheap to refit, and the report only needs the nu
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import platform
@@ -32,8 +33,9 @@ import torch
 from tqdm.auto import tqdm
 
 from hf_illusions import __version__
-from hf_illusions.errors import IllusionsError
+from hf_illusions.errors import SettingsError, SplitError
 from hf_illusions.evaluation import ORIGINAL, evaluate_models
+from hf_illusions.paths import check_output_path
 from hf_illusions.tasks.dyck import LONG_THRESHOLD, DyckTask
 
 DEFAULT_SVD_RANKS = (1, 2, 4, 8, 16, 32, 64)
@@ -74,8 +76,14 @@ def proxy_specs(
     onehot: bool = True,
     layers: Sequence[int] | None = None,
     n_fit_sequences: int = 1000,
+    n_layer: int | None = None,
 ) -> list[ProxySpec]:
-    """The sweep of the paper: SVD over ranks, k-means over k, and data-independent one-hot."""
+    """The sweep of the paper: SVD over ranks, k-means over k, and data-independent one-hot.
+
+    With ``n_layer`` given (and no ``layers`` restriction), one-hot attention is also applied to
+    each layer alone (``onehot_l{i}``, family ``onehot_layer``): hard attention in a layer that
+    counts (uniform attention) and in one that retrieves (sharp attention) fail very differently.
+    """
     from hf_illusions.simplify import KMeansSimplifier, OneHotSimplifier, SVDSimplifier
 
     layers = list(layers) if layers is not None else None
@@ -97,6 +105,11 @@ def proxy_specs(
     ]
     if onehot:
         specs.append(ProxySpec("onehot", "onehot", None, None, OneHotSimplifier(layers=layers)))
+        if layers is None and n_layer is not None and n_layer > 1:
+            specs += [
+                ProxySpec(f"onehot_l{i}", "onehot_layer", "layer", i, OneHotSimplifier(layers=[i]))
+                for i in range(n_layer)
+            ]
     return specs
 
 
@@ -146,10 +159,8 @@ def reproduce_dyck(
     test split (``None`` = all); ``max_batch_tokens`` only trades memory for speed and is not
     part of the resume fingerprint.
     """
-    from transformers import AutoModelForCausalLM
-
-    import hf_illusions.modeling  # noqa: F401  (registers the model type with the Auto classes)
-    from hf_illusions.data.dyck import TEST_SPLITS, TRAIN_SPLIT
+    from hf_illusions.checkpoints import check_model_fits, load_checkpoint
+    from hf_illusions.data.dyck import PRESETS, TEST_SPLITS, TRAIN_SPLIT
     from hf_illusions.data.hub_folder import load_folder, write_dyck_folder
     from hf_illusions.data.verify import verify_dyck_folder
     from hf_illusions.report import write_report
@@ -157,10 +168,18 @@ def reproduce_dyck(
     start = time.perf_counter()
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     if n_fit_sequences < 1:
-        raise IllusionsError(f"n_fit_sequences must be >= 1, got {n_fit_sequences}")
+        raise SettingsError(f"n_fit_sequences must be >= 1, got {n_fit_sequences}")
     if max_eval_sentences is not None and max_eval_sentences < 1:
-        raise IllusionsError(f"max_eval_sentences must be >= 1 or None, got {max_eval_sentences}")
+        raise SettingsError(f"max_eval_sentences must be >= 1 or None, got {max_eval_sentences}")
+    if data_config not in PRESETS:
+        raise SettingsError(f"data_config must be one of {sorted(PRESETS)}, got {data_config!r}")
+    check_output_path(out_dir, arg="out_dir", reuse=True)  # an existing report folder is resumed
     timing: dict[str, Any] = {}
+
+    # The model first: a bad checkpoint fails in a second, before a 200k-sentence data build.
+    tick = time.perf_counter()
+    model = load_checkpoint(model_dir)
+    timing["load_model_s"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
     built = not dataset_dir.exists()
@@ -169,7 +188,7 @@ def reproduce_dyck(
     # Check every split property from the stored tokens before any number is computed on them.
     verification = verify_dyck_folder(dataset_dir)
     if not verification["ok"]:
-        raise IllusionsError(
+        raise SplitError(
             f"dataset {str(dataset_dir)!r} fails verification: {verification['violations'][:3]} "
             f"(run `hf-illusions data verify {dataset_dir}` for the full report)"
         )
@@ -177,21 +196,20 @@ def reproduce_dyck(
     data_settings = _read_json(dataset_dir / "dyck_settings.json") or {}
     missing = [s for s in (TRAIN_SPLIT, *TEST_SPLITS) if s not in ds]
     if missing:
-        raise IllusionsError(
+        raise SplitError(
             f"dataset {str(dataset_dir)!r} lacks splits {missing}; rebuild it with write_dyck_folder"
         )
     fit_rows = ds[TRAIN_SPLIT].select(range(min(n_fit_sequences, len(ds[TRAIN_SPLIT]))))
     split_sequences = {split: _first_sequences(ds[split], max_eval_sentences) for split in TEST_SPLITS}
     timing["load_data_s"] = time.perf_counter() - tick
 
-    tick = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir))
-    model.eval()
-    timing["load_model_s"] = time.perf_counter() - tick
     task = DyckTask(n_types=int(data_settings.get("n_types", 20)), long_threshold=LONG_THRESHOLD)
-    _check_compatible(model, task, split_sequences)
+    longest = max(len(s) for s in [*fit_rows["input_ids"], *itertools.chain(*split_sequences.values())])
+    check_model_fits(model, task.vocab.size, longest, f"the data in {str(dataset_dir)!r}")
 
-    specs = proxy_specs(model.config.d_head, svd_ranks, kmeans_ks, onehot, layers, n_fit_sequences)
+    specs = proxy_specs(
+        model.config.d_head, svd_ranks, kmeans_ks, onehot, layers, n_fit_sequences, n_layer=model.config.n_layer
+    )
     settings = {
         "schema_version": SCHEMA_VERSION,
         "hf_illusions_version": __version__,
@@ -308,21 +326,6 @@ def _preset_name(data_settings: dict) -> str:
     if not data_settings:
         return "unknown"
     return next((name for name, s in PRESETS.items() if settings_dict(s) == data_settings), "custom")
-
-
-def _check_compatible(model: torch.nn.Module, task: DyckTask, split_sequences: dict[str, list]) -> None:
-    """Fail before any fitting if the data cannot go through the model."""
-    if model.config.vocab_size < task.vocab.size:
-        raise IllusionsError(
-            f"model vocab_size={model.config.vocab_size} is smaller than the Dyck-{task.vocab.n_types} "
-            f"vocabulary ({task.vocab.size} tokens); use a model trained on this dataset"
-        )
-    longest = max(len(s) for seqs in split_sequences.values() for s in seqs)
-    if longest > model.config.n_positions:
-        raise IllusionsError(
-            f"test sentences reach {longest} tokens but the model has "
-            f"n_positions={model.config.n_positions}; build the data with a smaller max_tokens"
-        )
 
 
 def _model_summary(model: torch.nn.Module, weights: str) -> dict:

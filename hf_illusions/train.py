@@ -397,12 +397,16 @@ def clean_output_dir(out: Path, start_step: int, start_over: bool) -> None:
             shutil.rmtree(out / "final")
     log = out / "metrics.jsonl"
     if log.exists():
-        kept = (
-            []
-            if start_over
-            else [x for x in log.read_text().splitlines() if json.loads(x)["step"] <= start_step]
-        )
+        kept = [] if start_over else [x for x in log.read_text().splitlines() if logged_step(x) <= start_step]
         log.write_text("".join(x + "\n" for x in kept))
+
+
+def logged_step(line: str) -> float:
+    """The step of a metrics.jsonl line; a line torn by a kill mid-write counts as after any step."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return math.inf
 
 
 def save_checkpoint(accelerator: Accelerator, path: Path, step: int, tokenizer) -> None:

@@ -16,7 +16,7 @@ from hf_illusions.report import PLOTS, findings, generalization_gap, markdown_ta
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SMALL = dict(svd_ranks=(1, 16), kmeans_ks=(2, 4), n_fit_sequences=50, max_eval_sentences=32, progress=False)
-PROXIES = ("svd_r1", "svd_r16", "kmeans_k2", "kmeans_k4", "onehot")
+PROXIES = ("svd_r1", "svd_r16", "kmeans_k2", "kmeans_k4", "onehot", "onehot_l0", "onehot_l1")  # 2-layer model
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -16,6 +16,21 @@ from hf_illusions.train import main as train_main
 REPO = Path(__file__).resolve().parents[1]
 
 
+# Bitwise-exact resume holds for a fixed CPU thread count (the kernels' summation order depends on
+# it), so this process and every training child run single-threaded, whatever earlier tests did.
+CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny_args(data_dir: Path, out: Path, steps: int, *extra: str) -> list[str]:
     return [
         "--dataset_dir", str(data_dir), "--data_config", "tiny", "--output_dir", str(out),
@@ -53,7 +68,7 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tiny_dyck_dir, 
     straight = Path(train_main(tiny_args(tiny_dyck_dir, tmp_path / "a", steps)))
     run = tmp_path / "b"
     cmd = [sys.executable, str(REPO / "scripts/train.py"), *tiny_args(tiny_dyck_dir, run, steps)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=CHILD_ENV)
     deadline = time.monotonic() + 120
     while not list(run.glob("checkpoint-*[0-9]")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)
@@ -97,3 +112,61 @@ def test_two_cpu_processes_follow_the_one_process_loss_curve(tiny_dyck_dir, tmp_
     # Same data, same global normalisation: only the all-reduce summation order differs.
     for l1, l2 in zip(losses("one"), losses("two"), strict=True):
         assert abs(l1 - l2) <= 1e-4 * max(1.0, abs(l1)), (losses("one"), losses("two"))
+
+
+# A driver for the child process: the real training entry point, except that the process SIGKILLs
+# itself at the worst moment of the second save: every file of `checkpoint-10.tmp` is written
+# (trainer_state.json included), only the rename is left. No flag in the library is involved.
+KILL_BEFORE_RENAME = """
+import os, pathlib, signal, sys
+real_rename = pathlib.Path.rename
+def rename_or_die(self, target):
+    if self.name == "checkpoint-10.tmp":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_rename(self, target)
+pathlib.Path.rename = rename_or_die
+from hf_illusions.cli import main
+sys.exit(main(["train", *sys.argv[1:]]))
+"""
+
+
+def test_kill_during_a_save_leaves_a_tmp_folder_that_resume_ignores_and_removes(tiny_dyck_dir, tmp_path):
+    import signal
+
+    from hf_illusions.train import latest_checkpoint
+
+    steps = 20
+    straight = Path(train_main(tiny_args(tiny_dyck_dir, tmp_path / "a", steps)))
+    run = tmp_path / "b"
+    args = tiny_args(tiny_dyck_dir, run, steps)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_BEFORE_RENAME, *args], capture_output=True, env=CHILD_ENV
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    half = run / "checkpoint-10.tmp"
+    assert (half / "trainer_state.json").is_file() and (half / "model/model.safetensors").is_file()
+    assert latest_checkpoint(run) == run / "checkpoint-5"  # the complete-looking .tmp never counts
+    with (run / "metrics.jsonl").open("a") as log:
+        log.write('{"step": 11, "lo')  # and a log line torn by a kill mid-write is dropped on resume
+
+    resumed = Path(train_main(tiny_args(tiny_dyck_dir, run, steps, "--resume_from_checkpoint", "latest")))
+    assert not list(run.glob("*.tmp")) and not list(run.glob("*.old"))
+    a, b = weights(straight), weights(resumed)
+    assert all((a[name] == b[name]).all() for name in a)
+    steps_logged = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps_logged == sorted(steps_logged), (
+        "the killed run's log lines after step 5 were redone, not kept"
+    )
+
+
+def test_latest_checkpoint_takes_only_finished_numbered_folders(tmp_path):
+    from hf_illusions.train import latest_checkpoint
+
+    folders = {"checkpoint-5": True, "checkpoint-40": False, "checkpoint-30.tmp": True}
+    folders |= {"checkpoint-x9": True, "checkpoint-20.old": True, "checkpoint-10": True}
+    for name, finished in folders.items():
+        (tmp_path / name).mkdir()
+        if finished:
+            (tmp_path / name / "trainer_state.json").write_text('{"step": 0}\n')
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-10"
+    assert latest_checkpoint(tmp_path / "checkpoint-5") is None

@@ -77,7 +77,23 @@ def sample_sentence(
     uniform type. Non-empty stack below ``max_depth``: close the top with probability 1/2, else open.
     At ``max_depth``: close. Sentences longer than ``max_length`` brackets are redrawn whole, so
     the cap truncates the heavy tail instead of cutting sentences (stated in the dataset card).
+
+    Raises:
+        DyckError: bounds no sentence can meet (they would make the redraw loop spin forever).
     """
+    DyckVocab(n_types)  # validates n_types
+    if max_depth < 1:
+        raise DyckError(f"max_depth must be >= 1, got {max_depth}")
+    if min_length < 1:
+        raise DyckError(
+            f"min_length must be >= 1 (a sentence has at least one bracket pair), got {min_length}"
+        )
+    shortest = max(2, min_length + min_length % 2)  # sentences have an even number of brackets
+    if max_length < shortest:
+        raise DyckError(
+            f"max_length must be >= {shortest} (the shortest sentence with min_length={min_length}), "
+            f"got {max_length}"
+        )
     rand = rng.random
     while True:
         out: list[int] = []
@@ -99,12 +115,16 @@ def sample_sentence(
                 break  # over the cap: redraw
 
 
-def parse_tokens(tokens: Sequence[str], vocab: DyckVocab) -> list[int]:
+def parse_tokens(tokens: Sequence[str], vocab: DyckVocab, max_length: int | None = None) -> list[int]:
     """Bracket codes of a sentence given as token strings; BOS/EOS at the ends are accepted and dropped.
 
+    ``max_length`` caps the number of brackets (e.g. a model's ``n_positions - 2``, or a Space's
+    per-request budget); the check comes before any parsing work.
+
     Raises:
-        DyckError: unknown tokens, special tokens inside the sentence, an empty sentence, or an
-            unbalanced/mismatched bracket sequence (with the offending position).
+        DyckError: unknown tokens, special tokens inside the sentence, an empty sentence, a
+            sentence over ``max_length`` brackets, or an unbalanced/mismatched bracket sequence
+            (with the offending position).
     """
     toks = list(tokens)
     if toks and toks[0] == BOS:
@@ -113,6 +133,8 @@ def parse_tokens(tokens: Sequence[str], vocab: DyckVocab) -> list[int]:
         toks = toks[:-1]
     if not toks:
         raise DyckError("the sentence is empty: expected at least one bracket token such as '(a' 'a)'")
+    if max_length is not None and len(toks) > max_length:
+        raise DyckError(f"the sentence has {len(toks)} brackets, more than max_length={max_length}")
     index = vocab.token_to_id()
     codes = []
     for pos, tok in enumerate(toks):
@@ -127,11 +149,11 @@ def parse_tokens(tokens: Sequence[str], vocab: DyckVocab) -> list[int]:
     return codes
 
 
-def parse_sentence(text: str, vocab: DyckVocab) -> list[int]:
+def parse_sentence(text: str, vocab: DyckVocab, max_length: int | None = None) -> list[int]:
     """Bracket codes of a whitespace-separated sentence such as ``"(a (b b) a)"``."""
     if not isinstance(text, str):
         raise DyckError(f"sentence must be a str of space-separated tokens, got {type(text).__name__}")
-    return parse_tokens(text.split(), vocab)
+    return parse_tokens(text.split(), vocab, max_length)
 
 
 def check_balanced(codes: Sequence[int], n_types: int) -> None:

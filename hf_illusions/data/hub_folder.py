@@ -13,12 +13,11 @@ import tempfile
 from pathlib import Path
 
 import datasets
-from huggingface_hub import DatasetCard, DatasetCardData
+from huggingface_hub import DatasetCard
 
-from hf_illusions import __version__
 from hf_illusions.data import dyck
-from hf_illusions.data.dyck_language import structure
-from hf_illusions.errors import IllusionsError
+from hf_illusions.errors import DatasetError, SettingsError, SplitError
+from hf_illusions.paths import check_output_path
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "model_cards"
 
@@ -35,17 +34,6 @@ SPLIT_DEFINITIONS = {
 }
 
 
-def prepare_out_dir(out: Path, overwrite: bool) -> None:
-    """Refuse to clobber an existing folder unless asked; never leave a half-written one behind."""
-    if out.exists():
-        if not overwrite:
-            raise IllusionsError(
-                f"output folder {str(out)!r} already exists; pass overwrite=True (--overwrite)"
-            )
-        shutil.rmtree(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-
-
 def write_dyck_folder(
     out: str | Path,
     settings: dyck.DyckSettings | None = None,
@@ -54,12 +42,15 @@ def write_dyck_folder(
 ) -> Path:
     """Build the Dyck data and write the Hub folder; returns its path.
 
-    The folder is written under a temporary name and renamed at the end, so an interrupted build
-    never leaves a folder that looks complete.
+    ``config_name`` is a preset name (its settings are used unless ``settings`` is given). The
+    folder is written under a temporary name and renamed at the end, so an interrupted build
+    never leaves a folder that looks complete, and ``overwrite`` replaces an old folder only
+    once the new one is finished.
     """
-    out = Path(out)
+    out = check_output_path(out, overwrite, arg="out")
+    if config_name not in dyck.PRESETS:
+        raise SettingsError(f"config_name must be one of {sorted(dyck.PRESETS)}, got {config_name!r}")
     settings = settings or dyck.PRESETS[config_name]
-    prepare_out_dir(out, overwrite)
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -70,53 +61,29 @@ def write_dyck_folder(
         ds = builder.as_dataset()
         for split in dyck.SPLITS:
             ds[split].to_parquet(tmp / "data" / f"{split}.parquet")
-        card = render_dyck_card(ds, settings, config_name, out.name)
+        card = render_dyck_card(ds, settings, config_name, out.name, tmp / "data")
     card.save(tmp / "README.md")
     (tmp / "dyck_settings.json").write_text(json.dumps(dyck.settings_dict(settings), indent=2) + "\n")
+    old = out.with_name(out.name + ".old")
+    if out.exists():  # overwrite: swap, then delete, so some complete folder always exists
+        out.rename(old)
     tmp.rename(out)
+    if old.exists():
+        shutil.rmtree(old)
     return out
 
 
 def render_dyck_card(
-    ds: datasets.DatasetDict, settings: dyck.DyckSettings, config_name: str, folder_name: str
+    ds: datasets.DatasetDict,
+    settings: dyck.DyckSettings,
+    config_name: str,
+    folder_name: str,
+    data_dir: str | Path | None = None,
 ) -> DatasetCard:
-    """The dataset card: YAML ``configs:`` mapping each split to its parquet file, then the prose."""
-    seen = {
-        s for row in ds["train"]["input_ids"] for s in structure([i - 3 for i in row[1:-1]], settings.n_types)
-    }
-    card_data = DatasetCardData(
-        pretty_name="dyck-illusions",
-        license="apache-2.0",
-        task_categories=["text-generation"],
-        tags=["dyck", "interpretability", "systematic-generalization", "synthetic", "hf-illusions"],
-        size_categories=size_category(len(ds["train"])),
-        configs=[
-            {
-                "config_name": "default",
-                "data_files": [{"split": s, "path": f"data/{s}.parquet"} for s in dyck.SPLITS],
-            }
-        ],
-    )
-    splits = [
-        {
-            "name": s,
-            "rows": len(ds[s]),
-            "definition": SPLIT_DEFINITIONS[s].format(**dyck.settings_dict(settings)),
-        }
-        for s in dyck.SPLITS
-    ]
-    return DatasetCard.from_template(
-        card_data,
-        template_path=str(TEMPLATES / "dyck_dataset_card.md"),
-        config_name=config_name,
-        folder_name=folder_name,
-        version=__version__,
-        s=settings,
-        splits=splits,
-        n_seen_skeletons=len(seen),
-        settings_json=json.dumps(dyck.settings_dict(settings), indent=2),
-        citation=dyck._CITATION,
-    )
+    """The dataset card (rendered in :mod:`hf_illusions.cards`, where every card lives)."""
+    from hf_illusions.cards import render_dyck_dataset_card
+
+    return render_dyck_dataset_card(ds, settings, config_name, folder_name, data_dir)
 
 
 def size_category(n: int) -> str:
@@ -144,12 +111,52 @@ def load_folder(path: str | Path) -> datasets.DatasetDict:
     from datasets.table import InMemoryTable
 
     path = Path(path)
+    if not path.is_dir():
+        raise DatasetError(
+            f"dataset folder {str(path)!r} does not exist (build it with `hf-illusions data build dyck`)"
+        )
     files = sorted((path / "data").glob("*.parquet"))
     if not files:
-        raise IllusionsError(
+        raise DatasetError(
             f"{str(path)!r} is not a dataset folder: no data/*.parquet files "
             "(build it with `hf-illusions data build`)"
         )
-    splits = {f.stem: datasets.Dataset(InMemoryTable(pq.read_table(f))) for f in files}
+    splits = {}
+    for f in files:
+        try:
+            table = pq.read_table(f)
+        except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+            raise DatasetError(
+                f"{str(f)!r} is not a readable parquet file ({err}); rebuild the folder"
+            ) from None
+        if "input_ids" not in table.column_names:
+            raise DatasetError(f"{str(f)!r} has no 'input_ids' column (columns: {table.column_names})")
+        splits[f.stem] = datasets.Dataset(InMemoryTable(table))
     order = [s for s in dyck.SPLITS if s in splits] + sorted(set(splits) - set(dyck.SPLITS))
     return datasets.DatasetDict({s: splits[s] for s in order})
+
+
+def read_settings(path: str | Path) -> dyck.DyckSettings:
+    """The :class:`~hf_illusions.data.dyck.DyckSettings` a folder was built with (``dyck_settings.json``).
+
+    Code that needs the vocabulary of the data (``n_types``) reads it here rather than guessing it
+    from a model or a preset name, so a mismatch is caught instead of mis-scoring every bracket.
+    """
+    file = Path(path) / "dyck_settings.json"
+    if not file.is_file():
+        raise DatasetError(f"{str(path)!r} is not a dyck-illusions folder: {file.name} is missing")
+    try:
+        raw = json.loads(file.read_text())
+        return dyck.DyckSettings(**raw)
+    except (json.JSONDecodeError, TypeError) as err:
+        raise DatasetError(f"{str(file)!r} is not a valid settings file: {err}") from None
+
+
+def select_splits(
+    ds: datasets.DatasetDict, splits: list[str] | tuple[str, ...], arg: str = "splits"
+) -> list[str]:
+    """``splits`` if every name is in ``ds``, else :class:`SplitError` naming the unknown ones."""
+    unknown = [s for s in splits if s not in ds]
+    if unknown:
+        raise SplitError(f"{arg} {unknown} not in the dataset; available: {list(ds)}")
+    return list(splits)

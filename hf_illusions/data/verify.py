@@ -7,12 +7,11 @@ definitions (DESIGN.md, "Dyck task") are checked against the recomputed values.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from hf_illusions.data import dyck
 from hf_illusions.data import dyck_language as dl
-from hf_illusions.data.hub_folder import load_folder
+from hf_illusions.data.hub_folder import load_folder, read_settings
 from hf_illusions.errors import DyckError, SplitError
 
 
@@ -23,11 +22,8 @@ def verify_dyck_folder(path: str | Path, max_reports: int = 20) -> dict:
     ``report["checks"]`` counts what was checked.
     """
     path = Path(path)
-    settings_file = path / "dyck_settings.json"
-    if not settings_file.is_file():
-        raise SplitError(f"{str(path)!r} is not a dyck-illusions folder: {settings_file.name} is missing")
-    settings = dyck.DyckSettings(**json.loads(settings_file.read_text()))
-    ds = load_folder(path)
+    ds = load_folder(path)  # first: a missing folder gets "does not exist", not "no settings file"
+    settings = read_settings(path)
     missing = [s for s in dyck.SPLITS if s not in ds]
     if missing:
         raise SplitError(f"{str(path)!r} lacks splits {missing}; expected {list(dyck.SPLITS)}")

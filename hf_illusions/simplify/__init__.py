@@ -33,7 +33,12 @@ def make_simplifier(name: str, **settings: Any) -> Simplifier:
     """``SIMPLIFIERS[name](**settings)``, e.g. ``make_simplifier("svd", rank=8, layers=[1])``."""
     if name not in SIMPLIFIERS:
         raise SimplifierError(f"name must be one of {sorted(SIMPLIFIERS)}, got {name!r}")
-    return SIMPLIFIERS[name](**settings)
+    try:
+        return SIMPLIFIERS[name](**settings)
+    except TypeError as err:  # e.g. n_sequences for the data-free one-hot simplifier, or a typo
+        raise SimplifierError(
+            f"settings {sorted(settings)} do not fit the {name!r} simplifier: {err}"
+        ) from None
 
 
 __all__ = [

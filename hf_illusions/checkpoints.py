@@ -1,0 +1,252 @@
+"""Load a model folder — ours, a proxy, or someone else's — with a clear error for each way it can be wrong.
+
+``AutoModelForCausalLM.from_pretrained`` is permissive by design: weights missing from the file
+are initialised at random (with a log line), a GPT-2 folder loads a GPT-2, ``pytorch_model.bin``
+is unpickled. In a faithfulness study each of these silently produces wrong numbers, so every
+command (CLI, reproduction, cards) loads models through :func:`load_checkpoint`, which checks
+the folder *before* building anything and raises :class:`~hf_illusions.errors.CheckpointError`
+naming the file and what was expected. Only safetensors weights are read (no pickle).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hf_illusions.errors import CheckpointError
+
+WEIGHTS_NAME = "model.safetensors"
+WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+def model_classes() -> dict[str, tuple[type, type]]:
+    """``model_type`` → (config class, model class) for every model hf-illusions can load."""
+    from hf_illusions.modeling import IllusionConfig, IllusionForCausalLM
+    from hf_illusions.simplify import IllusionProxyConfig, IllusionProxyForCausalLM
+
+    return {
+        IllusionConfig.model_type: (IllusionConfig, IllusionForCausalLM),
+        IllusionProxyConfig.model_type: (IllusionProxyConfig, IllusionProxyForCausalLM),
+    }
+
+
+def read_config(path: Path) -> Any:
+    """The folder's config as our config class; refuses other model types and invalid values."""
+    file = path / "config.json"
+    if not file.is_file():
+        raise CheckpointError(
+            f"model folder {str(path)!r} has no config.json (expected a folder written by save_pretrained)"
+        )
+    try:
+        raw = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(
+            f"{str(file)!r} is not valid JSON ({err}); the file is truncated or corrupt"
+        ) from None
+    classes = model_classes()
+    model_type = raw.get("model_type") if isinstance(raw, dict) else None
+    if model_type not in classes:
+        raise CheckpointError(
+            f"{str(file)!r} has model_type={model_type!r}; hf-illusions loads {sorted(classes)} models "
+            "(models of other architectures cannot be simplified here)"
+        )
+    config_class = classes[model_type][0]
+    try:
+        return config_class.from_pretrained(path)
+    except (ValueError, TypeError, OSError) as err:
+        raise CheckpointError(f"{str(file)!r} holds impossible settings: {err}") from None
+
+
+def weight_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name → shape from the safetensors headers; refuses pickle-only, missing and corrupt files.
+
+    ``safe_open`` checks that the header parses and that its offsets cover the file exactly, so a
+    truncated or overwritten file is caught here without reading the tensors.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    index = path / WEIGHTS_INDEX_NAME
+    if index.is_file():
+        try:
+            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (json.JSONDecodeError, KeyError, AttributeError, TypeError) as err:
+            raise CheckpointError(f"{str(index)!r} is not a valid safetensors index: {err!r}") from None
+    elif (path / WEIGHTS_NAME).is_file():
+        files = [WEIGHTS_NAME]
+    else:
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if pickles:
+            raise CheckpointError(
+                f"model folder {str(path)!r} has only pickle weights {pickles}; hf-illusions loads "
+                f"safetensors only (pickle can run code): re-save with save_pretrained to get {WEIGHTS_NAME}"
+            )
+        raise CheckpointError(f"model folder {str(path)!r} has no {WEIGHTS_NAME} (the weights are missing)")
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name in files:
+        file = path / name
+        if not file.is_file():
+            raise CheckpointError(f"weights file {str(file)!r} listed in {WEIGHTS_INDEX_NAME} is missing")
+        try:
+            with safe_open(file, "pt") as handle:
+                for key in handle.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                    shapes[key] = tuple(handle.get_slice(key).get_shape())
+        except (SafetensorError, OSError) as err:
+            raise CheckpointError(
+                f"weights file {str(file)!r} is truncated or corrupt ({err}); re-download or re-save it"
+            ) from None
+    return shapes
+
+
+def check_state_matches(
+    config: Any, model_class: type, shapes: dict[str, tuple[int, ...]], path: Path
+) -> None:
+    """Every tensor the config implies is in the file with the right shape, and nothing else is.
+
+    The expected shapes come from the model built on the meta device (no memory, no init cost).
+    """
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in model_class(config).state_dict().items()}
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    wrong = [k for k in sorted(set(expected) & set(shapes)) if expected[k] != shapes[k]]
+    if missing:
+        raise CheckpointError(
+            f"{str(path)!r}: {WEIGHTS_NAME} lacks {len(missing)} tensor(s) the config needs, "
+            f"e.g. {missing[:3]} (they would be randomly initialised); the file is incomplete or "
+            "from another model"
+        )
+    if wrong:
+        k = wrong[0]
+        raise CheckpointError(
+            f"{str(path)!r}: tensor {k!r} has shape {list(shapes[k])} in {WEIGHTS_NAME} but config.json "
+            f"implies {list(expected[k])} ({len(wrong)} tensor(s) differ); config and weights do not match"
+        )
+    if unexpected:
+        raise CheckpointError(
+            f"{str(path)!r}: {WEIGHTS_NAME} has {len(unexpected)} tensor(s) this model does not use, e.g. "
+            f"{unexpected[:3]}; config and weights do not match"
+        )
+
+
+def check_tokenizer(path: Path, vocab_size: int) -> None:
+    """A tokenizer saved next to the model must have the model's vocabulary (and the Dyck id order)."""
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        return  # a bare model folder (e.g. written by a test); nothing to compare
+    from transformers import AutoTokenizer
+
+    from hf_illusions.data.dyck_language import SPECIAL_TOKENS, DyckVocab
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, TypeError, KeyError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"the tokenizer in {str(path)!r} cannot be loaded: {err}") from None
+    if len(tokenizer) != vocab_size:
+        raise CheckpointError(
+            f"the tokenizer in {str(path)!r} has {len(tokenizer)} tokens but config.json has "
+            f"vocab_size={vocab_size}; they must come from the same model"
+        )
+    tokens = tokenizer.convert_ids_to_tokens(list(range(vocab_size)))
+    brackets = set(DyckVocab(26).tokens[len(SPECIAL_TOKENS) :])
+    if brackets.intersection(tokens):  # a Dyck tokenizer: ids must be exactly DyckVocab's
+        n_types = (vocab_size - len(SPECIAL_TOKENS)) // 2
+        expected = DyckVocab(n_types).tokens if 1 <= n_types <= 26 else []
+        bad = next((i for i, t in enumerate(tokens) if i >= len(expected) or t != expected[i]), None)
+        if bad is not None:
+            want = repr(expected[bad]) if bad < len(expected) else "no token (the vocabulary is too long)"
+            raise CheckpointError(
+                f"the tokenizer in {str(path)!r} does not use the Dyck-{n_types} id order: id {bad} is "
+                f"{tokens[bad]!r}, the model expects {want}"
+            )
+
+
+def resolve(path: str | Path) -> Path:
+    """A local folder as is; otherwise a Hub id (``owner/name``) fetched without any pickle file.
+
+    Only configs, tokenizer files, cards and safetensors are downloaded (``allow_patterns``), so a
+    repository's ``pytorch_model.bin`` never reaches the disk. Offline, the local cache is used.
+    """
+    local = Path(path)
+    if local.exists():
+        return local
+    text = str(path)
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", text):
+        raise CheckpointError(f"model folder {text!r} does not exist")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(text, allow_patterns=["*.json", "*.safetensors", "*.md"]))
+    except Exception as err:  # offline, unknown repo, auth, network: all mean "cannot get it"
+        raise CheckpointError(
+            f"model folder {text!r} does not exist locally, and fetching it as a Hub id failed: "
+            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        ) from None
+
+
+def load_checkpoint(path: str | Path, check_finite: bool = True) -> Any:
+    """Load an illusion model or proxy (folder or Hub id) in eval mode, or raise :class:`CheckpointError`.
+
+    Checks, in order: the folder exists (or the Hub id resolves, see :func:`resolve`);
+    ``config.json`` parses, is one of our model types and holds possible values; the
+    safetensors weights exist, are intact, and hold exactly the tensors (and shapes) the config
+    implies; a saved tokenizer has the model's vocabulary; and (``check_finite``) no weight is
+    NaN/inf. Pickle weights are never loaded.
+    """
+    path = resolve(path)
+    if not path.is_dir():
+        raise CheckpointError(
+            f"model path {str(path)!r} is a file; expected a folder written by save_pretrained"
+        )
+    config = read_config(path)
+    model_class = model_classes()[config.model_type][1]
+    check_state_matches(config, model_class, weight_shapes(path), path)
+    check_tokenizer(path, config.vocab_size)
+    try:
+        model = model_class.from_pretrained(path, config=config, use_safetensors=True)
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"could not load the model in {str(path)!r}: {err}") from None
+    if check_finite:
+        bad = [
+            k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()
+        ]
+        if bad:
+            raise CheckpointError(
+                f"{str(path)!r}: weights {bad[:3]} hold NaN or inf; the checkpoint is corrupt "
+                "(or training diverged)"
+            )
+    return model.eval()
+
+
+def check_model_fits(model: Any, vocab_size: int, longest: int, what: str) -> None:
+    """Fail before any work if data (``vocab_size`` tokens, ``longest`` ids) cannot go through ``model``.
+
+    The vocabulary must match exactly: a Dyck-20 model scored on Dyck-5 data would read every
+    closing-bracket id as some other token and report meaningless (not failing) accuracies.
+    """
+    if model.config.vocab_size != vocab_size:
+        raise CheckpointError(
+            f"the model has vocab_size={model.config.vocab_size} but {what} uses {vocab_size} tokens; "
+            "use a model trained on this dataset"
+        )
+    if longest > model.config.n_positions:
+        raise CheckpointError(
+            f"{what} reaches {longest} tokens but the model has n_positions={model.config.n_positions}; "
+            "build the data with a smaller max_tokens or use a model with more positions"
+        )
+
+
+__all__ = [
+    "check_model_fits",
+    "check_tokenizer",
+    "load_checkpoint",
+    "read_config",
+    "resolve",
+    "weight_shapes",
+]
