@@ -348,6 +348,7 @@ def write_proxy_card(
 
     The ``model-index`` holds, per split, the proxy's JSD and agreement with the original and its
     accuracy (closing-bracket positions): the numbers that show an illusion if there is one.
+    ``repo_id`` is the Hub id the usage snippet names (default: ``base_model``'s namespace/folder name).
     """
     from hf_illusions.report import generalization_gap
 
@@ -423,9 +424,10 @@ def write_proxy_card(
         title=FAMILY_TITLES.get(simplifier, simplifier),
         simplifier=simplifier,
         base_model=base_model,
-        repo_path=repo_id or str(proxy_dir),
-        heads_text=", ".join(
-            f"layer {layer} (heads {', '.join(map(str, hs))})" for layer, hs in heads.items()
+        repo_path=repo_id or f"{base_model.split('/')[0]}/{name}",  # where `push proxy` would put it
+        heads_text=" and ".join(
+            f"layer {layer} ({'head' if len(hs) == 1 else 'heads'} {', '.join(map(str, hs))})"
+            for layer, hs in heads.items()
         ),
         settings_text=", ".join(f"{k}={v}" for k, v in settings.items()) or "no settings",
         fitted_text=FITTED_STATE.get(simplifier, "see config.json"),

@@ -246,7 +246,11 @@ def main(argv: list[str] | None = None) -> Path:
     log_with = (
         trackers if args.report_to == "auto" else ([] if args.report_to == "none" else [args.report_to])
     )
-    accelerator = Accelerator(log_with=log_with or None, project_dir=str(out))
+    # step_scheduler_with_optimizer=False: by default accelerate steps the scheduler once per
+    # *process* each step (it assumes the global batch grows with the process count); ours is fixed.
+    accelerator = Accelerator(
+        log_with=log_with or None, project_dir=str(out), step_scheduler_with_optimizer=False
+    )
     set_seed(args.seed)
     task, ds, tokenizer, vocab_size = load_task_data(args)
     train_ids = ds["train"].data.column("input_ids").to_pylist()

@@ -290,9 +290,7 @@ def build_demo(explorer: IllusionExplorer, assets: Path = DEFAULT_ASSETS) -> gr.
                 label="positions where the top prediction differs", elem_id="disagreements"
             )
         metrics = gr.HTML(elem_id="metrics")
-        attention = gr.Plot(
-            label="attention: original (left) vs proxy (right)", format="png", elem_id="attention"
-        )
+        attention = gr.Plot(label="attention maps", format="png", elem_id="attention")
         predictions = gr.HTML(elem_id="predictions")
         with gr.Accordion("Across splits: the precomputed report", open=True):
             gr.Markdown(report_note, elem_id="report-note")
