@@ -76,6 +76,15 @@ class ProxyChoice:
         return "onehot"
 
     @property
+    def report_name(self) -> str | None:
+        """This setting's name in a ``reproduce`` report, which sweeps all layers (plus one-hot per layer)."""
+        if self.layers is None:
+            return self.spec_name
+        if self.method == "onehot" and len(self.layers) == 1:
+            return f"onehot_l{self.layers[0]}"
+        return None
+
+    @property
     def name(self) -> str:
         """``svd_r8`` (all layers) or ``svd_r8@L1`` (layer 1 only)."""
         if self.layers is None:

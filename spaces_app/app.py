@@ -137,11 +137,12 @@ def report_table_html(report: dict | None, choice: ProxyChoice, analysis: Senten
     """The chosen setting's per-split faithfulness from the precomputed report, next to this sentence's."""
     if report is None:
         return ""
-    per_split = report["faithfulness"].get(choice.spec_name)
-    if per_split is None or choice.layers is not None:
+    name = choice.report_name
+    per_split = report["faithfulness"].get(name) if name else None
+    if per_split is None:
         return (
-            f"<p>The report simplifies every layer; pick layer “{ALL_LAYERS}” and a setting it swept "
-            "to compare with its per-split numbers.</p>"
+            f"<p>The report has no per-split numbers for {html.escape(choice.name)}: it simplifies every "
+            f"layer (one-hot also one layer at a time). Pick layer “{ALL_LAYERS}” to compare.</p>"
         )
     rows = [
         f"<tr><td>{html.escape(split)}</td><td>{_number(res['close'].get('jsd'))}</td>"
@@ -154,10 +155,7 @@ def report_table_html(report: dict | None, choice: ProxyChoice, analysis: Senten
             f"<tr><td><b>this sentence</b></td><td>{_number(close['jsd'])}</td>"
             f"<td>{_number(close['agreement'])}</td></tr>"
         )
-    head = (
-        f"<tr><th>{html.escape(choice.spec_name)}: split</th>"
-        "<th>JSD (closes)</th><th>agreement (closes)</th></tr>"
-    )
+    head = f"<tr><th>{html.escape(name)}: split</th><th>JSD (closes)</th><th>agreement (closes)</th></tr>"
     return f"<table>{head}{''.join(rows)}</table>"
 
 

@@ -146,6 +146,11 @@ def test_choices_are_validated(explorer):
         explorer.bank.proxy(ProxyChoice("onehot", layers=(5,)))
     assert ProxyChoice("onehot", 7).setting is None and ProxyChoice("svd", 8, (1, 0, 1)).name == "svd_r8@L0,1"
     assert explorer.bank.options == {"svd": [1, 8], "kmeans": [2, 4], "onehot": []}
+    assert ProxyChoice("onehot", layers=(1,)).report_name == "onehot_l1"
+    assert (
+        ProxyChoice("kmeans", 4).report_name == "kmeans_k4"
+        and ProxyChoice("svd", 1, (0,)).report_name is None
+    )
 
 
 def test_samples_come_from_the_chosen_split(explorer):

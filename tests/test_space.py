@@ -189,6 +189,9 @@ def test_the_space_shows_the_python_api_numbers(server, browser, explorer, tmp_p
     page.locator("#method").get_by_text("one-hot").click()
     check_page_matches(page, explorer.analyze(sentence, ProxyChoice("onehot", layers=(1,))))
     expect(page.locator("#setting input")).to_be_disabled()
+    expect(page.locator("#report-table")).to_contain_text(
+        "onehot_l1: split"
+    )  # the report's per-layer one-hot
 
     report_plot = page.locator("#report-plot img")
     expect(report_plot).to_be_visible()

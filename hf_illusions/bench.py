@@ -1,0 +1,382 @@
+"""What every ``scripts/bench_*.py`` shares: interleaved timing, the report format, default inputs.
+
+The machine these run on has 2 cores shared with other jobs, so an absolute time says little.
+Every benchmark therefore times the project's path *and* a baseline in the same process,
+alternating them round by round (after warm-up), and reports the per-round ratio: load from
+other processes slows both sides of a round alike. Each number comes with its median and
+spread (min, max, quartiles) over the rounds.
+
+A benchmark builds a :class:`BenchReport` — sizes, results, tables, targets, correctness checks
+— and :meth:`BenchReport.write` saves ``<out>/<name>.json`` and regenerates ``<out>/README.md``,
+the markdown summary of every JSON in the folder. Targets are reported, never enforced: a
+missed speed target is a finding, not a failure. A failed correctness check (e.g. the
+intervention outputs differ) raises :class:`BenchCheckError`.
+
+``--smoke`` runs a benchmark at tiny sizes in seconds; ``make test`` does that to keep them working.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hf_illusions import __version__
+
+DEFAULT_OUT = "reports/bench"
+FULL_DATA = "dyck-illusions"
+#: where the shipped model lives, then the training run it comes from (newest checkpoint first)
+MODEL_CANDIDATES = ("checkpoints/dyck", "runs/dyck-d64/final", "runs/dyck-d64/checkpoint-*/model")
+#: the shipped checkpoint's sizes, for a random stand-in when no trained model is around
+SHIPPED_SIZES = {"d_model": 64, "n_layer": 2, "n_head": 1, "d_mlp": 256, "vocab_size": 43, "n_positions": 512}
+SMOKE_SIZES = {"d_model": 16, "n_layer": 2, "n_head": 1, "d_mlp": 32, "vocab_size": 43, "n_positions": 128}
+
+
+class BenchCheckError(AssertionError):
+    """A benchmark's correctness check failed: the compared paths do not compute the same thing."""
+
+
+# --------------------------------------------------------------------------- timing
+
+
+@dataclass
+class Stats:
+    """Median and spread of repeated measurements (seconds, or a unitless ratio)."""
+
+    median: float
+    min: float
+    max: float
+    q1: float
+    q3: float
+    n: int
+    samples: list[float] = field(repr=False)
+
+    @classmethod
+    def of(cls, samples: Sequence[float]) -> Stats:
+        values = sorted(float(s) for s in samples)
+        if not values:
+            raise ValueError("samples is empty: nothing was measured")
+        q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else values * 3
+        return cls(statistics.median(values), values[0], values[-1], q1, q3, len(values), values)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def text(self, scale: float = 1.0, digits: int = 3) -> str:
+        """``median [min–max]``, e.g. ``12.3 [11.9–13.0]`` with ``scale=1e3`` for milliseconds."""
+        fmt = f"{{:.{digits}g}}"
+        return f"{fmt.format(self.median * scale)} [{fmt.format(self.min * scale)}–{fmt.format(self.max * scale)}]"
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    """Wall time of one call in seconds."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def compare(
+    candidates: Mapping[str, Callable[[], Any]],
+    repeats: int,
+    warmup: int = 1,
+    reference: str | None = None,
+) -> dict[str, dict[str, Stats]]:
+    """Time every candidate ``repeats`` times, round-robin, after ``warmup`` untimed rounds.
+
+    The order within a round rotates, so no candidate always runs first (right after another
+    one's cache pollution, or right as a neighbour's job starts). Returns
+    ``{"times": {name: Stats}, "ratios": {name: Stats}}`` where a ratio is ``name``'s time over
+    ``reference``'s time *in the same round* (``reference`` defaults to the last candidate).
+    """
+    names = list(candidates)
+    reference = reference or names[-1]
+    if reference not in candidates:
+        raise ValueError(f"reference must be one of {names}, got {reference!r}")
+    for _ in range(warmup):
+        for name in names:
+            candidates[name]()
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            samples[name].append(timed(candidates[name]))
+    times = {name: Stats.of(s) for name, s in samples.items()}
+    ratios = {
+        name: Stats.of([a / b for a, b in zip(samples[name], samples[reference], strict=True)])
+        for name in names
+        if name != reference
+    }
+    return {"times": times, "ratios": ratios}
+
+
+def matmul_peak(size: int = 2048, repeats: int = 5) -> Stats:
+    """This machine's achieved float32 FLOP/s on a large square matmul (the practical peak).
+
+    Measured in the same run as what it is compared with, under the same load and threads.
+    """
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.matmul(a, b)  # warm-up: thread pool and allocator
+    flops = 2 * size**3
+    return Stats.of([flops / timed(lambda: torch.matmul(a, b)) for _ in range(repeats)])
+
+
+# --------------------------------------------------------------------------- reports
+
+
+@dataclass
+class Target:
+    """A speed target: ``value`` (a ratio, seconds, …) against ``target`` with ``comparison``."""
+
+    name: str
+    value: float
+    target: float
+    comparison: str  # "<=" or ">="
+    unit: str = "×"
+    detail: str = ""
+
+    @property
+    def met(self) -> bool:
+        return self.value <= self.target if self.comparison == "<=" else self.value >= self.target
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "met": self.met}
+
+
+@dataclass
+class BenchReport:
+    """Everything one benchmark run found; ``write`` saves it and refreshes the summary."""
+
+    name: str
+    title: str
+    mode: str
+    sizes: dict[str, Any]
+    results: dict[str, Any] = field(default_factory=dict)
+    tables: list[dict[str, Any]] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
+    checks: dict[str, bool] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+
+    def target(self, name: str, value: float, target: float, comparison: str, **kwargs: Any) -> Target:
+        if comparison not in ("<=", ">="):
+            raise ValueError(f"comparison must be '<=' or '>=', got {comparison!r}")
+        found = Target(name, float(value), float(target), comparison, **kwargs)
+        self.targets.append(found)
+        return found
+
+    def check(self, name: str, ok: bool, detail: str = "") -> None:
+        """Record a correctness check; a failure raises right away (numbers from wrong code are void)."""
+        self.checks[name] = bool(ok)
+        if not ok:
+            raise BenchCheckError(f"{self.name}: check {name!r} failed {detail}".rstrip())
+
+    def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        self.tables.append({"title": title, "columns": list(columns), "rows": [list(r) for r in rows]})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "benchmark": self.name,
+            "title": self.title,
+            "mode": self.mode,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "wall_time_s": time.perf_counter() - self.started,
+            "sizes": self.sizes,
+            "environment": environment(),
+            "results": _plain(self.results),
+            "tables": _plain(self.tables),
+            "targets": [t.as_dict() for t in self.targets],
+            "checks": self.checks,
+            "notes": self.notes,
+        }
+
+    def write(self, out_dir: str | Path) -> Path:
+        """Write ``<out_dir>/<name>.json`` and regenerate ``<out_dir>/README.md``; returns the JSON path."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"{self.name}.json"
+        path.write_text(json.dumps(self.as_dict(), indent=2) + "\n")
+        write_summary(out)
+        return path
+
+
+def environment() -> dict[str, Any]:
+    """What a reader needs to place the numbers: cores, threads, load, versions."""
+    import transformers
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "load_average_1m": load[0] if load else None,
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "hf_illusions": __version__,
+    }
+
+
+def _plain(obj: Any) -> Any:
+    """JSON-ready copy: Stats become dicts, tensors/numpy scalars plain numbers."""
+    if isinstance(obj, Stats):
+        return obj.as_dict()
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):
+        return obj.item()
+    return obj
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "**no**"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def write_summary(out_dir: str | Path) -> Path:
+    """``README.md`` of a bench folder: every target, then each benchmark's sizes and tables."""
+    out = Path(out_dir)
+    reports = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (`scripts/bench_*.py`); do not edit by hand. Every ratio compares the",
+        "project's path with a baseline timed *in the same process*, alternating round by round after",
+        "warm-up; values are `median [min–max]` over the rounds. Targets are reported, never enforced.",
+        "",
+        "## Targets",
+        "",
+        "| benchmark | what | value | target | met |",
+        "|---|---|---|---|---|",
+    ]
+    for rep in reports:
+        for t in rep["targets"]:
+            lines.append(
+                f"| {rep['benchmark']} | {t['name']} | {_cell(t['value'])}{t['unit']} "
+                f"| {t['comparison']} {_cell(t['target'])}{t['unit']} | {_cell(t['met'])} |"
+            )
+    for rep in reports:
+        env = rep["environment"]
+        lines += [
+            "",
+            f"## {rep['title']} (`{rep['benchmark']}`, {rep['mode']} mode)",
+            "",
+            f"{env['cpu_count']} cores, {env['torch_threads']} torch threads, load average "
+            f"{_cell(env['load_average_1m'])} at the end, torch {env['torch']}; "
+            f"benchmark wall time {rep['wall_time_s']:.0f} s; written {rep['created']}.",
+            "",
+            "Sizes: " + ", ".join(f"{k} = {v}" for k, v in rep["sizes"].items()) + ".",
+        ]
+        if rep["checks"]:
+            lines += ["", "Checks: " + ", ".join(f"{k}: {_cell(v)}" for k, v in rep["checks"].items()) + "."]
+        for table in rep["tables"]:
+            lines += ["", f"**{table['title']}**", "", "| " + " | ".join(table["columns"]) + " |"]
+            lines.append("|" + "---|" * len(table["columns"]))
+            lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in table["rows"]]
+        for png in sorted(out.glob(f"{rep['benchmark']}*.png")):
+            lines += ["", f"![{png.stem}]({png.name})"]
+        if rep["notes"]:
+            lines += [""] + [f"- {note}" for note in rep["notes"]]
+    path = out / "README.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def parser(description: str | None) -> argparse.ArgumentParser:
+    """The flags every benchmark takes."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--smoke", action="store_true", help="tiny sizes, seconds: only checks the benchmark runs")
+    p.add_argument("--out", default=DEFAULT_OUT, help="folder for <name>.json and the README.md summary")
+    p.add_argument("--model", default=None, help="model folder (default: the shipped checkpoint, if any)")
+    p.add_argument("--data", default=None, help=f"Dyck dataset folder (default: {FULL_DATA}; smoke: tiny)")
+    p.add_argument("--repeats", type=int, default=None, help="timed rounds (default: per benchmark)")
+    return p
+
+
+def find_model_dir(explicit: str | None = None) -> Path | None:
+    """``explicit``, else the shipped checkpoint, else the newest checkpoint of the default run."""
+    if explicit:
+        return Path(explicit)
+    for pattern in MODEL_CANDIDATES:
+        found = sorted(Path().glob(pattern), key=_step_key)
+        found = [p for p in found if (p / "config.json").is_file()]
+        if found:
+            return found[-1]
+    return None
+
+
+def _step_key(path: Path) -> tuple[int, str]:
+    digits = "".join(c for c in path.parent.name if c.isdigit())
+    return (int(digits) if digits else -1, str(path))
+
+
+def bench_model(smoke: bool, explicit: str | None = None) -> tuple[torch.nn.Module, str]:
+    """The model to benchmark and where it came from (a random one of the shipped sizes if none)."""
+    from hf_illusions.modeling import IllusionConfig, IllusionForCausalLM
+
+    if not smoke:
+        path = find_model_dir(explicit)
+        if path is not None:
+            from hf_illusions.checkpoints import load_checkpoint
+
+            return load_checkpoint(path).eval(), str(path)
+    torch.manual_seed(0)
+    sizes = SMOKE_SIZES if smoke else SHIPPED_SIZES
+    return IllusionForCausalLM(IllusionConfig(**sizes)).eval(), f"random init ({sizes})"
+
+
+def bench_data(smoke: bool, explicit: str | None = None, scratch: str | Path | None = None) -> Path:
+    """The Dyck folder to read: ``explicit``, else the full one (built if missing), else tiny in ``scratch``."""
+    from hf_illusions.data.hub_folder import write_dyck_folder
+
+    if explicit:
+        return Path(explicit)
+    if not smoke:
+        path = Path(FULL_DATA)
+        return path if path.exists() else write_dyck_folder(path, config_name="dyck-20-10")
+    if scratch is None:
+        raise ValueError("scratch is required in smoke mode: the tiny dataset is built there")
+    path = Path(scratch) / "dyck-tiny"
+    return path if path.exists() else write_dyck_folder(path, config_name="tiny")
+
+
+def first_ids(split: Any, n: int | None = None) -> list[list[int]]:
+    """The first ``n`` id lists of a dataset split (all with ``n=None``)."""
+    column = split.data.column("input_ids")
+    rows = column.to_pylist() if n is None else column.slice(0, n).to_pylist()
+    return [list(r) for r in rows]
+
+
+__all__ = [
+    "BenchCheckError",
+    "BenchReport",
+    "Stats",
+    "Target",
+    "bench_data",
+    "bench_model",
+    "compare",
+    "environment",
+    "find_model_dir",
+    "first_ids",
+    "matmul_peak",
+    "parser",
+    "timed",
+    "write_summary",
+]
