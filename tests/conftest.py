@@ -23,6 +23,23 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def single_thread():
+    """One thread for torch and BLAS in every test.
+
+    The models here are tiny: on a shared 2-core machine two threads spin against each other and
+    run up to ~100x slower, and a fixed thread count keeps CPU summation order (and so bitwise
+    resume/determinism checks) stable.
+    """
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_dyck_dir(tmp_path_factory):
     """The `tiny` preset written once per session as a Hub-style folder."""

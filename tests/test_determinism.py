@@ -18,9 +18,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-import torch
-
 from hf_illusions.cli import main
 from hf_illusions.data import dyck
 from hf_illusions.data.hub_folder import write_dyck_folder
@@ -28,15 +25,6 @@ from hf_illusions.reproduce import reproduce_dyck
 
 # Keys of results.json that legitimately differ between two identical runs.
 VOLATILE = {"created", "finished", "timing", "wall_time_s", "dir", "model_dir"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One thread: faster on a shared 2-core machine, and the CPU kernels' summation order is fixed."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def folder_hash(folder: Path) -> str:

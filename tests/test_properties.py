@@ -40,15 +40,6 @@ BOUNDED = settings(
 MODEL_BUDGET = settings(BOUNDED, max_examples=25)  # each example builds (and fits) a model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny models: one thread is faster than two fighting over a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # --------------------------------------------------------------------------- the Dyck sampler
 
 

@@ -19,19 +19,6 @@ SMALL = dict(svd_ranks=(1, 16), kmeans_ks=(2, 4), n_fit_sequences=50, max_eval_s
 PROXIES = ("svd_r1", "svd_r16", "kmeans_k2", "kmeans_k4", "onehot", "onehot_l0", "onehot_l1")  # 2-layer model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One thread for torch and BLAS/OpenMP: on a busy 2-core machine, 2 threads spin and run ~100× slower."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, tiny_dyck_dir):
     """The shared tiny Dyck folder (conftest) + a tiny random one-head model saved to disk."""

@@ -21,16 +21,6 @@ REPO = Path(__file__).resolve().parents[1]
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_args(data_dir: Path, out: Path, steps: int, *extra: str) -> list[str]:
     return [
         "--dataset_dir", str(data_dir), "--data_config", "tiny", "--output_dir", str(out),
