@@ -19,6 +19,7 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from hf_illusions.errors import CheckpointError, SimplifierError
 from hf_illusions.modeling import IllusionConfig, IllusionForCausalLM
+from hf_illusions.modeling.modeling_illusion import attention_probabilities
 from hf_illusions.simplify.base import SIMPLIFICATIONS, check_indices
 
 ATTN_IMPLEMENTATION = "illusion_simplified"
@@ -44,10 +45,7 @@ def simplified_attention_forward(
     if simplification is not None:
         query = simplification.transform_query(query)
         key = simplification.transform_key(key)
-    weights = torch.matmul(query, key.transpose(2, 3)) * scaling
-    if attention_mask is not None:
-        weights = weights + attention_mask
-    weights = nn.functional.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = attention_probabilities(query, key, attention_mask, scaling)
     if simplification is not None:
         weights = simplification.transform_weights(weights, attention_mask)
     weights = nn.functional.dropout(weights, p=dropout, training=module.training)
