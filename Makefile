@@ -9,8 +9,13 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_EVALUATE_OFFLINE=1 HF_HUB_D
 	GRADIO_ANALYTICS_ENABLED=False TRANSFORMERS_NO_ADVISORY_WARNINGS=1 MPLBACKEND=Agg
 PYTEST_ARGS ?=
 CHROMIUM ?= /usr/bin/chromium
+# Idle OpenMP threads sleep instead of spinning: on a 2-core machine shared with other jobs, torch's
+# spinning second thread made evaluation ~2x slower (measured; see reports/bench/README.md).
+THREADS := OMP_WAIT_POLICY=PASSIVE
+BENCH_STAMP := $(VENV)/.installed-bench
+BENCHMARKS := train proxy intervention data fit_eval scaling
 
-.PHONY: install browser reproduce test test-slow space lint format clean
+.PHONY: install browser reproduce test test-slow bench space lint format clean
 
 install: $(STAMP)
 
@@ -22,7 +27,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 reproduce: install
-	$(OFFLINE) $(BIN)/hf-illusions reproduce dyck
+	$(OFFLINE) $(THREADS) $(BIN)/hf-illusions reproduce dyck
 
 # The Space's browser test drives Debian's chromium with Playwright (no `playwright install`).
 # Installed here when missing and apt-get is usable; otherwise that test fails and says how to install it.
@@ -36,6 +41,17 @@ test: install browser
 
 test-slow: install
 	$(OFFLINE) $(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+# Full-size benchmarks (~10 min): reports/bench/<name>.json + README.md. Never fails on speed;
+# `make test` runs each in --smoke mode (tests/test_bench_smoke.py).
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	for name in $(BENCHMARKS); do \
+		$(OFFLINE) $(THREADS) TQDM_DISABLE=1 $(BIN)/python scripts/bench_$$name.py || exit 1; \
+	done
 
 space: install
 	$(OFFLINE) $(BIN)/python spaces_app/app.py

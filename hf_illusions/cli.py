@@ -51,13 +51,21 @@ def int_list(text: str) -> list[int]:
 
 
 def cmd_data_build(args: argparse.Namespace) -> None:
-    from hf_illusions.data.dyck import PRESETS
-    from hf_illusions.data.hub_folder import write_dyck_folder
+    if args.task == "code":
+        from hf_illusions.data.code import PRESETS
+        from hf_illusions.data.code_folder import write_code_folder as write_folder
 
-    if args.config not in PRESETS:
-        raise SettingsError(f"--config must be one of {sorted(PRESETS)}, got {args.config!r}")
-    check_output_path(args.out, args.overwrite, arg="--out")
-    out = write_dyck_folder(args.out, config_name=args.config, overwrite=args.overwrite)
+        defaults = ("code-py", "code-illusions")
+    else:
+        from hf_illusions.data.dyck import PRESETS
+        from hf_illusions.data.hub_folder import write_dyck_folder as write_folder
+
+        defaults = ("dyck-20-10", "dyck-illusions")
+    config, out = args.config or defaults[0], args.out or defaults[1]
+    if config not in PRESETS:
+        raise SettingsError(f"--config must be one of {sorted(PRESETS)}, got {config!r}")
+    check_output_path(out, args.overwrite, arg="--out")
+    out = write_folder(out, config_name=config, overwrite=args.overwrite)
     print(f"wrote {out}/ (load it with datasets.load_dataset({str(out)!r}))")
 
 
@@ -266,9 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
         dest="data_command", required=True
     )
     build = data.add_parser("build", help="build a Hub-style dataset folder")
-    build.add_argument("task", choices=["dyck"])
-    build.add_argument("--config", default="dyck-20-10", help="preset: dyck-20-10 (paper) or tiny")
-    build.add_argument("--out", default="dyck-illusions")
+    build.add_argument("task", choices=["dyck", "code"])
+    build.add_argument(
+        "--config", default=None, help="preset: dyck-20-10 (paper) or tiny; code: code-py (default) or tiny"
+    )
+    build.add_argument("--out", default=None, help="default: dyck-illusions / code-illusions")
     build.add_argument("--overwrite", action="store_true")
     build.set_defaults(func=cmd_data_build)
     verify = data.add_parser("verify", help="re-derive every split property from the stored tokens")

@@ -21,6 +21,7 @@ HEADLINE_GROUPS = ("close", "long_distance")
 FAMILY_TITLES = {
     "svd": "SVD (low-rank keys/queries)",
     "kmeans": "k-means (clustered keys/queries)",
+    "interaction_basis": "interaction basis (residual stream, Bushnaq et al. 2024)",
     "onehot": "one-hot attention",
     "onehot_layer": "one-hot attention in one layer",
 }

@@ -77,14 +77,23 @@ def proxy_specs(
     layers: Sequence[int] | None = None,
     n_fit_sequences: int = 1000,
     n_layer: int | None = None,
+    interaction_basis_ks: Sequence[int] = (),
 ) -> list[ProxySpec]:
     """The sweep of the paper: SVD over ranks, k-means over k, and data-independent one-hot.
+
+    Beyond the paper, ``interaction_basis_ks`` adds the interaction-basis simplifier (Bushnaq et
+    al. 2024) for each ``k`` (family ``interaction_basis``; none by default).
 
     With ``n_layer`` given (and no ``layers`` restriction), one-hot attention is also applied to
     each layer alone (``onehot_l{i}``, family ``onehot_layer``): hard attention in a layer that
     counts (uniform attention) and in one that retrieves (sharp attention) fail very differently.
     """
-    from hf_illusions.simplify import KMeansSimplifier, OneHotSimplifier, SVDSimplifier
+    from hf_illusions.simplify import (
+        InteractionBasisSimplifier,
+        KMeansSimplifier,
+        OneHotSimplifier,
+        SVDSimplifier,
+    )
 
     layers = list(layers) if layers is not None else None
     specs = [
@@ -110,6 +119,16 @@ def proxy_specs(
                 ProxySpec(f"onehot_l{i}", "onehot_layer", "layer", i, OneHotSimplifier(layers=[i]))
                 for i in range(n_layer)
             ]
+    specs += [
+        ProxySpec(
+            f"ib_k{k}",
+            "interaction_basis",
+            "k",
+            k,
+            InteractionBasisSimplifier(k=k, layers=layers, n_sequences=n_fit_sequences),
+        )
+        for k in sorted(set(interaction_basis_ks))
+    ]
     return specs
 
 
@@ -151,13 +170,15 @@ def reproduce_dyck(
     resume: bool = True,
     progress: bool = True,
     save_proxies: bool = False,
+    interaction_basis_ks: Sequence[int] = (),
 ) -> Path:
     """Run the whole Dyck reproduction and return the path of the report's README.md.
 
     ``dataset_dir`` is built with preset ``data_config`` if missing. SVD ranks above the model's
     ``d_head`` are capped at ``d_head``. ``max_eval_sentences`` keeps the first sentences of each
     test split (``None`` = all); ``max_batch_tokens`` only trades memory for speed and is not
-    part of the resume fingerprint.
+    part of the resume fingerprint. ``interaction_basis_ks`` adds interaction-basis proxies
+    (beyond the paper; none by default).
     """
     from hf_illusions.checkpoints import check_model_fits, load_checkpoint
     from hf_illusions.data.dyck import PRESETS, TEST_SPLITS, TRAIN_SPLIT
@@ -208,7 +229,14 @@ def reproduce_dyck(
     check_model_fits(model, task.vocab.size, longest, f"the data in {str(dataset_dir)!r}")
 
     specs = proxy_specs(
-        model.config.d_head, svd_ranks, kmeans_ks, onehot, layers, n_fit_sequences, n_layer=model.config.n_layer
+        model.config.d_head,
+        svd_ranks,
+        kmeans_ks,
+        onehot,
+        layers,
+        n_fit_sequences,
+        n_layer=model.config.n_layer,
+        interaction_basis_ks=interaction_basis_ks,
     )
     settings = {
         "schema_version": SCHEMA_VERSION,

@@ -513,7 +513,7 @@ CLI_CASES = [
     ),
     ("build_config_typo", "data build dyck --config dyck-2010 --out {r}/d", "--config must be one of"),
     ("build_out_exists", "data build dyck --config tiny --out {d}", "--out '{d}' already exists"),
-    ("build_task_unknown", "data build code", "argument task: invalid choice: 'code'"),
+    ("build_task_unknown", "data build cobol", "argument task: invalid choice: 'cobol'"),
     ("verify_missing", "data verify {r}/nodata", "dataset folder '{r}/nodata' does not exist"),
     ("verify_out_exists", "data verify {d} --out {f}", "--out '{f}' already exists"),
     ("reproduce_data_config_typo", "reproduce dyck --data_config big", "--data_config must be one of"),

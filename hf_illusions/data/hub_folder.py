@@ -51,10 +51,7 @@ def write_dyck_folder(
     if config_name not in dyck.PRESETS:
         raise SettingsError(f"config_name must be one of {sorted(dyck.PRESETS)}, got {config_name!r}")
     settings = settings or dyck.PRESETS[config_name]
-    tmp = out.with_name(out.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    (tmp / "data").mkdir(parents=True)
+    tmp = prepare_out_dir(out)
     with tempfile.TemporaryDirectory(prefix="dyck-build-") as cache:
         builder = dyck.DyckIllusions(cache_dir=cache, config_name=config_name, settings=settings)
         builder.download_and_prepare()
@@ -64,8 +61,23 @@ def write_dyck_folder(
         card = render_dyck_card(ds, settings, config_name, out.name, tmp / "data")
     card.save(tmp / "README.md")
     (tmp / "dyck_settings.json").write_text(json.dumps(dyck.settings_dict(settings), indent=2) + "\n")
+    return finish_out_dir(tmp, out)
+
+
+def prepare_out_dir(out: Path) -> Path:
+    """A fresh ``<out>.partial/data/`` to build into; :func:`finish_out_dir` moves it into place."""
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    (tmp / "data").mkdir(parents=True)
+    return tmp
+
+
+def finish_out_dir(tmp: Path, out: Path) -> Path:
+    """Rename a finished build to ``out``; an old ``out`` is swapped out first, so some complete
+    folder always exists, and deleted only after the rename."""
     old = out.with_name(out.name + ".old")
-    if out.exists():  # overwrite: swap, then delete, so some complete folder always exists
+    if out.exists():
         out.rename(old)
     tmp.rename(out)
     if old.exists():

@@ -128,6 +128,9 @@ class IllusionDecoderLayer(nn.Module):
             self.mlp_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
             self.mlp = IllusionMLP(config)
         self.dropout = nn.Dropout(config.dropout)
+        # Seam for residual-stream simplifications (e.g. the interaction basis): a proxy sets a
+        # module here that maps the block's input stream; None (the default) is not in state_dict.
+        self.residual_simplification: nn.Module | None = None
 
     def forward(
         self,
@@ -136,6 +139,8 @@ class IllusionDecoderLayer(nn.Module):
         cache: Cache | None = None,
         **kwargs,
     ) -> torch.Tensor:
+        if self.residual_simplification is not None:
+            hidden_states = self.residual_simplification(hidden_states)
         attn_output, _ = self.self_attn(self.attn_norm(hidden_states), attention_mask, cache, **kwargs)
         hidden_states = hidden_states + self.dropout(attn_output)
         if self.has_mlp:

@@ -15,6 +15,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from hf_illusions.errors import SimplifierError
 from hf_illusions.simplify.base import AttentionSimplification, Simplifier, collect_qk
+from hf_illusions.simplify.interaction_basis import InteractionBasisSimplifier
 from hf_illusions.simplify.kmeans import KMeansSimplifier
 from hf_illusions.simplify.onehot import OneHotSimplifier
 from hf_illusions.simplify.proxy import IllusionProxyConfig, IllusionProxyForCausalLM, build_proxy
@@ -25,7 +26,7 @@ AutoModelForCausalLM.register(IllusionProxyConfig, IllusionProxyForCausalLM, exi
 
 #: simplifier name → class (the names stored as ``config.simplifier``).
 SIMPLIFIERS: dict[str, type[Simplifier]] = {
-    cls.name: cls for cls in (SVDSimplifier, KMeansSimplifier, OneHotSimplifier)
+    cls.name: cls for cls in (SVDSimplifier, KMeansSimplifier, OneHotSimplifier, InteractionBasisSimplifier)
 }
 
 
@@ -46,6 +47,7 @@ __all__ = [
     "AttentionSimplification",
     "IllusionProxyConfig",
     "IllusionProxyForCausalLM",
+    "InteractionBasisSimplifier",
     "KMeansSimplifier",
     "OneHotSimplifier",
     "SVDSimplifier",

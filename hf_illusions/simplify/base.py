@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from hf_illusions.simplify.proxy import IllusionProxyConfig, IllusionProxyForCausalLM
 
 #: simplification name (``config.simplifier``) → module class; filled by subclassing.
-SIMPLIFICATIONS: dict[str, type[AttentionSimplification]] = {}
+SIMPLIFICATIONS: dict[str, type[AttentionSimplification] | type[ResidualSimplification]] = {}
 
 
 class AttentionSimplification(nn.Module):
@@ -92,6 +92,32 @@ class AttentionSimplification(nn.Module):
 
 
 SIMPLIFICATIONS[AttentionSimplification.name] = AttentionSimplification
+
+
+class ResidualSimplification(nn.Module):
+    """A map of the residual stream at the input of one block (``layer.residual_simplification``).
+
+    The residual-stream counterpart of :class:`AttentionSimplification`: built from the proxy
+    config (``config`` + ``layer_idx``) with zero-filled persistent buffers that
+    ``from_pretrained`` or :func:`~hf_illusions.simplify.proxy.build_proxy` fill; the layers it
+    applies to are ``config.simplified_residuals``. Subclasses implement :meth:`forward`.
+    """
+
+    name: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        SIMPLIFICATIONS[cls.name] = cls
+
+    def __init__(self, config: IllusionProxyConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.settings = dict(config.simplifier_settings or {})
+
+    setting = AttentionSimplification.setting
+
+    def extra_repr(self) -> str:
+        return f"layer={self.layer_idx}"
 
 
 def fitting_sequences(data: Any, n_sequences: int, n_positions: int | None = None) -> list[list[int]]:
@@ -307,6 +333,7 @@ class Simplifier:
 __all__ = [
     "SIMPLIFICATIONS",
     "AttentionSimplification",
+    "ResidualSimplification",
     "Simplifier",
     "check_indices",
     "collect_qk",

@@ -20,7 +20,7 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask
 from hf_illusions.errors import CheckpointError, SimplifierError
 from hf_illusions.modeling import IllusionConfig, IllusionForCausalLM
 from hf_illusions.modeling.modeling_illusion import attention_probabilities
-from hf_illusions.simplify.base import SIMPLIFICATIONS, check_indices
+from hf_illusions.simplify.base import SIMPLIFICATIONS, ResidualSimplification, check_indices
 
 ATTN_IMPLEMENTATION = "illusion_simplified"
 
@@ -66,6 +66,8 @@ class IllusionProxyConfig(IllusionConfig):
         simplifier: name of the simplification (``"svd"``, ``"kmeans"``, ``"onehot"``, or
             ``"identity"``), which picks the module class attached to each simplified layer.
         simplified_heads: layer index (a string, as JSON keys are) → simplified head indices.
+        simplified_residuals: layers whose input residual stream is simplified (for
+            residual-stream simplifiers such as ``"interaction_basis"``; empty for the others).
         simplifier_settings: the simplifier's settings (e.g. ``{"rank": 8, "center": True}``);
             they fix the shapes of the fitted buffers.
         base_model_type: ``model_type`` of the model the proxy simplifies.
@@ -75,6 +77,7 @@ class IllusionProxyConfig(IllusionConfig):
 
     simplifier: str = "identity"
     simplified_heads: dict | None = None
+    simplified_residuals: list | None = None
     simplifier_settings: dict | None = None
     base_model_type: str = "illusion-transformer"
 
@@ -92,6 +95,16 @@ class IllusionProxyConfig(IllusionConfig):
         for hs in heads.values():
             check_indices(hs, self.n_head, "simplified_heads heads", "n_head")
         self.simplified_heads = dict(sorted(heads.items(), key=lambda item: int(item[0])))
+        residuals = sorted({int(layer) for layer in self.simplified_residuals or []})
+        check_indices(residuals, self.n_layer, "simplified_residuals layers", "n_layer")
+        self.simplified_residuals = residuals
+        on_residual = issubclass(SIMPLIFICATIONS[self.simplifier], ResidualSimplification)
+        if (on_residual and heads) or (not on_residual and residuals):
+            raise SimplifierError(
+                f"simplifier {self.simplifier!r} acts on "
+                f"{'the residual stream' if on_residual else 'attention heads'}: give it only "
+                f"{'simplified_residuals' if on_residual else 'simplified_heads'}"
+            )
         self.simplifier_settings = dict(self.simplifier_settings or {})
 
 
@@ -111,6 +124,8 @@ class IllusionProxyForCausalLM(IllusionForCausalLM):
         for layer in config.simplified_heads:
             attention = self.model.layers[int(layer)].self_attn
             attention.simplification = simplification_class(config, int(layer))
+        for layer in config.simplified_residuals:
+            self.model.layers[layer].residual_simplification = simplification_class(config, layer)
 
     def _check_and_adjust_attn_implementation(self, attn_implementation: str | None, *args, **kwargs) -> str:
         return super()._check_and_adjust_attn_implementation(ATTN_IMPLEMENTATION, *args, **kwargs)
@@ -125,7 +140,7 @@ class IllusionProxyForCausalLM(IllusionForCausalLM):
         """
         want_info = kwargs.pop("output_loading_info", False)
         model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
-        missing = sorted(k for k in info["missing_keys"] if ".simplification." in k)
+        missing = sorted(k for k in info["missing_keys"] if "simplification." in k)
         if missing:
             raise CheckpointError(
                 f"the checkpoint lacks the proxy's fitted buffers {missing}; refit the simplifier "
@@ -144,11 +159,14 @@ def build_proxy(
     heads: dict[int, list[int]] | dict[str, list[int]],
     settings: dict[str, Any],
     fitted_state: dict[str, torch.Tensor],
+    residual_layers: list[int] | None = None,
 ) -> IllusionProxyForCausalLM:
     """The proxy of ``model``: its config and weights, plus the fitted simplification buffers.
 
     ``fitted_state`` maps state-dict names (``model.layers.{i}.self_attn.simplification.*``) to
-    tensors and must cover every fitted buffer (``head_mask`` comes from ``heads``). The proxy is
+    tensors and must cover every fitted buffer (``head_mask`` comes from ``heads``);
+    ``residual_layers`` are the layers of a residual-stream simplifier (buffers
+    ``model.layers.{i}.residual_simplification.*``, with ``heads`` empty). The proxy is
     on ``model``'s device and dtype, in eval mode.
     """
     base = {k: v for k, v in model.config.to_dict().items() if k not in _NOT_COPIED}
@@ -156,6 +174,7 @@ def build_proxy(
         **base,
         simplifier=simplifier_name,
         simplified_heads={str(layer): list(hs) for layer, hs in heads.items()},
+        simplified_residuals=list(residual_layers or []),
         simplifier_settings=settings,
         base_model_type=model.config.model_type,
     )

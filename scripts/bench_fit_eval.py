@@ -1,0 +1,155 @@
+"""Fitting and evaluation: simplifier fits, one proxy over every test split, the whole reproduction.
+
+    python scripts/bench_fit_eval.py         # full sizes (~7 min, most of it the reproduction)
+
+1. Fitting on 1,000 training sequences: SVD and k-means fits vs the baseline every fit starts
+   with, collecting the queries and keys (one no-grad forward pass over the sequences).
+2. Evaluation of one proxy (SVD) over all Dyck test splits with
+   :func:`hf_illusions.evaluation.evaluate_models` vs the baseline of only running the original
+   and the proxy over the same batches (with attention maps, which the metrics need): the ratio
+   is what computing every metric costs on top of the forward passes it cannot avoid.
+3. The whole reproduction (``hf-illusions reproduce dyck`` = ``make reproduce`` minus the
+   install): data verification, every simplifier setting fitted, every split evaluated, report
+   written — one cold run into a scratch folder. Target: at most 15 minutes on this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from hf_illusions.bench import BenchReport, bench_data, bench_model, compare, first_ids, parser
+from hf_illusions.data.batching import iter_padded
+from hf_illusions.data.dyck import TEST_SPLITS
+from hf_illusions.data.hub_folder import load_folder
+from hf_illusions.evaluation import evaluate_models
+from hf_illusions.simplify import KMeansSimplifier, SVDSimplifier, collect_qk
+from hf_illusions.tasks.dyck import DyckTask
+
+FULL = {"fit_sequences": 1000, "fit_repeats": 3, "eval_sentences": None, "eval_repeats": 3, "reproduce": {}}
+SMOKE = {
+    "fit_sequences": 50,
+    "fit_repeats": 1,
+    "eval_sentences": 16,
+    "eval_repeats": 1,
+    "reproduce": {"svd_ranks": (1, 4), "kmeans_ks": (2,), "n_fit_sequences": 50, "max_eval_sentences": 16},
+}
+
+
+@torch.no_grad()
+def forwards_only(models: list[torch.nn.Module], splits: dict[str, list[list[int]]], budget: int) -> None:
+    """What evaluation cannot avoid: every model over the same padded batches, attention maps on."""
+    for sequences in splits.values():  # split by split, as evaluate_models is called
+        for _, ids, mask in iter_padded(sequences, budget):
+            for model in models:
+                model(ids, attention_mask=mask, output_attentions=True)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parser(__doc__).parse_args(argv)
+    report = BenchReport("fit_eval", "Fitting, evaluation and the reproduction", "smoke" if args.smoke else "full", {})
+    sizes = SMOKE if args.smoke else FULL
+    model, model_source = bench_model(args.smoke, args.model)
+    with tempfile.TemporaryDirectory(prefix="bench-fit-eval-") as scratch:
+        data_dir = bench_data(args.smoke, args.data, scratch)
+        ds = load_folder(data_dir)
+        fit_rows = ds["train"].select(range(min(sizes["fit_sequences"], len(ds["train"]))))
+        rank = max(1, model.config.d_head // 8)
+
+        # 1. fitting
+        n = sizes["fit_sequences"]
+        fits = compare(
+            {
+                f"svd_r{rank}": lambda: SVDSimplifier(rank=rank, n_sequences=n).fit(model, fit_rows),
+                "kmeans_k16": lambda: KMeansSimplifier(k=16, n_sequences=n).fit(model, fit_rows),
+                "kmeans_k64": lambda: KMeansSimplifier(k=64, n_sequences=n).fit(model, fit_rows),
+                "collect_qk": lambda: collect_qk(model, fit_rows, n),
+            },
+            repeats=args.repeats or sizes["fit_repeats"],
+            warmup=1,
+            reference="collect_qk",
+        )
+        report.results["fit"] = fits
+        report.table(
+            f"Fitting on {len(fit_rows)} training sequences (all layers)",
+            ["fit", "s median [min–max]", "ratio to collecting q/k"],
+            [
+                [name, stats.text(), fits["ratios"][name].text() if name in fits["ratios"] else "1"]
+                for name, stats in fits["times"].items()
+            ],
+        )
+
+        # 2. one proxy over every test split
+        proxy = SVDSimplifier(rank=rank, n_sequences=n).fit(model, fit_rows)
+        splits = {s: first_ids(ds[s], sizes["eval_sentences"]) for s in TEST_SPLITS}
+        budget = 16384
+        task = DyckTask()
+        evaluation = compare(
+            {
+                "evaluate_models": lambda: [
+                    evaluate_models(model, seqs, task, {"p": proxy}, budget) for seqs in splits.values()
+                ],
+                "forward passes only": lambda: forwards_only([model, proxy], splits, budget),
+            },
+            repeats=args.repeats or sizes["eval_repeats"],
+            warmup=0,  # each round is minutes of work over thousands of batches: nothing left to warm
+        )
+        report.results["evaluate_one_proxy"] = evaluation
+        n_tokens = sum(len(s) for seqs in splits.values() for s in seqs)
+        report.table(
+            f"Evaluating svd_r{rank} over all {len(splits)} test splits ({sum(map(len, splits.values()))} "
+            f"sentences, {n_tokens} tokens)",
+            ["path", "s median [min–max]", "ratio to forward passes only"],
+            [
+                ["evaluate_models (original + proxy, every metric)", evaluation["times"]["evaluate_models"].text(),
+                 evaluation["ratios"]["evaluate_models"].text()],
+                ["forward passes only", evaluation["times"]["forward passes only"].text(), "1"],
+            ],
+        )
+
+        # 3. the whole reproduction, one cold run
+        from hf_illusions.reproduce import reproduce_dyck
+
+        model_dir = Path(scratch) / "model"
+        model.save_pretrained(model_dir)
+        out_dir = Path(scratch) / "report"
+        start = time.perf_counter()
+        reproduce_dyck(model_dir, data_dir, out_dir, progress=False, **sizes["reproduce"])
+        wall = time.perf_counter() - start
+        timing = json.loads((out_dir / "results.json").read_text())["timing"]
+    report.results["reproduce"] = {"wall_time_s": wall, "timing": timing}
+    report.target("whole reproduction (hf-illusions reproduce dyck)", wall / 60, 15.0, "<=", unit=" min")
+    fit_total = sum(timing["fit_s"].values())
+    eval_total = sum(v for v in timing["evaluate_s"].values() if v is not None)
+    report.table(
+        f"Reproduction ({len(timing['fit_s'])} proxies × {len(timing['evaluate_s'])} test splits), one cold run",
+        ["stage", "s"],
+        [
+            ["load model", f"{timing['load_model_s']:.1f}"],
+            ["verify + load data", f"{timing['load_data_s']:.1f}"],
+            ["fit every simplifier setting", f"{fit_total:.1f}"],
+            *[[f"evaluate {split}", f"{seconds:.1f}"] for split, seconds in timing["evaluate_s"].items()],
+            ["report (tables, plots)", f"{wall - timing['total_s']:.1f}"],
+            ["total", f"{wall:.1f}"],
+        ],
+    )
+    report.sizes.update(
+        {
+            "model": model_source,
+            "data": str(data_dir),
+            "fit sequences": sizes["fit_sequences"],
+            "eval sentences per split": sizes["eval_sentences"] or "all",
+            "eval batch budget (padded tokens)": budget,
+            "reproduction": "defaults of reproduce_dyck" if not sizes["reproduce"] else sizes["reproduce"],
+        }
+    )
+    report.results["eval_seconds_total_in_reproduction"] = eval_total
+    return report.write(args.out)
+
+
+if __name__ == "__main__":
+    main()
