@@ -74,8 +74,8 @@ class Stats:
 
     def text(self, scale: float = 1.0, digits: int = 3) -> str:
         """``median [min–max]``, e.g. ``12.3 [11.9–13.0]`` with ``scale=1e3`` for milliseconds."""
-        fmt = f"{{:.{digits}g}}"
-        return f"{fmt.format(self.median * scale)} [{fmt.format(self.min * scale)}–{fmt.format(self.max * scale)}]"
+        median, low, high = (f"{v * scale:.{digits}g}" for v in (self.median, self.min, self.max))
+        return f"{median} [{low}–{high}]"
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -343,7 +343,7 @@ def bench_model(smoke: bool, explicit: str | None = None) -> tuple[torch.nn.Modu
 
 
 def bench_data(smoke: bool, explicit: str | None = None, scratch: str | Path | None = None) -> Path:
-    """The Dyck folder to read: ``explicit``, else the full one (built if missing), else tiny in ``scratch``."""
+    """The Dyck folder: ``explicit``, else the full one (built if missing), else tiny in ``scratch``."""
     from hf_illusions.data.hub_folder import write_dyck_folder
 
     if explicit:

@@ -100,7 +100,8 @@ def evaluate_models(
     for idx, ids, mask in tqdm(batches, desc=desc, disable=not progress, leave=False):
         ids, mask = ids.to(device), mask.to(device)
         groups = {
-            g: m.to(device) for g, m in batch_group_masks(task, [sequences[i] for i in idx], ids.shape[1]).items()
+            g: m.to(device)
+            for g, m in batch_group_masks(task, [sequences[i] for i in idx], ids.shape[1]).items()
         }
         targets = ids[:, 1:]
         reference: _Reference | None = None

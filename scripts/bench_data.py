@@ -90,7 +90,12 @@ def main(argv: list[str] | None = None) -> Path:
         "Time (s) and sentences/s",
         ["step", "s median [min–max]", "sentences/s", "ratio to the sampler alone"],
         [
-            ["sampler alone (train draws)", times["sampler"].text(), f"{settings.n_train / times['sampler'].median:.0f}", "1"],
+            [
+                "sampler alone (train draws)",
+                times["sampler"].text(),
+                f"{settings.n_train / times['sampler'].median:.0f}",
+                "1",
+            ],
             [
                 "generate_splits (all splits)",
                 times["generation"].text(),

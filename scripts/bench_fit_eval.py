@@ -51,7 +51,9 @@ def forwards_only(models: list[torch.nn.Module], splits: dict[str, list[list[int
 
 def main(argv: list[str] | None = None) -> Path:
     args = parser(__doc__).parse_args(argv)
-    report = BenchReport("fit_eval", "Fitting, evaluation and the reproduction", "smoke" if args.smoke else "full", {})
+    report = BenchReport(
+        "fit_eval", "Fitting, evaluation and the reproduction", "smoke" if args.smoke else "full", {}
+    )
     sizes = SMOKE if args.smoke else FULL
     model, model_source = bench_model(args.smoke, args.model)
     with tempfile.TemporaryDirectory(prefix="bench-fit-eval-") as scratch:
@@ -105,8 +107,11 @@ def main(argv: list[str] | None = None) -> Path:
             f"sentences, {n_tokens} tokens)",
             ["path", "s median [min–max]", "ratio to forward passes only"],
             [
-                ["evaluate_models (original + proxy, every metric)", evaluation["times"]["evaluate_models"].text(),
-                 evaluation["ratios"]["evaluate_models"].text()],
+                [
+                    "evaluate_models (original + proxy, every metric)",
+                    evaluation["times"]["evaluate_models"].text(),
+                    evaluation["ratios"]["evaluate_models"].text(),
+                ],
                 ["forward passes only", evaluation["times"]["forward passes only"].text(), "1"],
             ],
         )
@@ -125,8 +130,9 @@ def main(argv: list[str] | None = None) -> Path:
     report.target("whole reproduction (hf-illusions reproduce dyck)", wall / 60, 15.0, "<=", unit=" min")
     fit_total = sum(timing["fit_s"].values())
     eval_total = sum(v for v in timing["evaluate_s"].values() if v is not None)
+    n_proxies, n_splits = len(timing["fit_s"]), len(timing["evaluate_s"])
     report.table(
-        f"Reproduction ({len(timing['fit_s'])} proxies × {len(timing['evaluate_s'])} test splits), one cold run",
+        f"Reproduction ({n_proxies} proxies × {n_splits} test splits, one cold run)",
         ["stage", "s"],
         [
             ["load model", f"{timing['load_model_s']:.1f}"],

@@ -29,7 +29,10 @@ SMOKE = {"fit_sequences": 20, "batch_tokens": 512, "repeats": 2}
 def batches(ds, budget: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """The evaluation loop's own first batch of the shortest split and last batch of the longest."""
     out = {}
-    for name, split, pick in (("short sentences", "test_seen_struct", 0), ("long sentences", "test_unseen_depth", -1)):
+    for name, split, pick in (
+        ("short sentences", "test_seen_struct", 0),
+        ("long sentences", "test_unseen_depth", -1),
+    ):
         seqs = first_ids(ds[split])
         chosen = token_budget_batches([len(s) for s in seqs], budget)[pick]
         out[name] = pad_batch([seqs[i] for i in chosen])

@@ -123,7 +123,12 @@ def main(argv: list[str] | None = None) -> Path:
     for d in sizes["d_models"]:
         torch.manual_seed(0)
         config = IllusionConfig(
-            vocab_size=base.vocab_size, n_positions=base.n_positions, d_model=d, n_layer=2, n_head=1, d_mlp=4 * d
+            vocab_size=base.vocab_size,
+            n_positions=base.n_positions,
+            d_model=d,
+            n_layer=2,
+            n_head=1,
+            d_mlp=4 * d,
         )
         record("d_model", d, IllusionForCausalLM(config).eval(), sentences[: sizes["width_sequences"]])
 

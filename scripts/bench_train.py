@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import tempfile
 import time
@@ -31,16 +32,47 @@ from hf_illusions.bench import BenchReport, Stats, bench_data, compare, matmul_p
 from hf_illusions.data.batching import StepBatches, pad_batch
 from hf_illusions.data.hub_folder import load_folder
 from hf_illusions.modeling import IllusionConfig, IllusionForCausalLM
-from hf_illusions.train import TrainArgs, main as train_main
+from hf_illusions.train import TrainArgs
+from hf_illusions.train import main as train_main
 
-FULL = {"warmup": 5, "steps": 40, "window": 5, "runs": 3, "model_repeats": 7, "model_batches": 4, "matmul": 2048}
-SMOKE = {"warmup": 1, "steps": 2, "window": 1, "runs": 1, "model_repeats": 2, "model_batches": 1, "matmul": 256}
-SMOKE_MODEL = {"d_model": 16, "n_layer": 2, "n_head": 1, "d_mlp": 32, "n_positions": 128, "max_batch_tokens": 1024}
+FULL = {
+    "warmup": 5,
+    "steps": 40,
+    "window": 5,
+    "runs": 3,
+    "model_repeats": 7,
+    "model_batches": 4,
+    "matmul": 2048,
+}
+SMOKE = {
+    "warmup": 1,
+    "steps": 2,
+    "window": 1,
+    "runs": 1,
+    "model_repeats": 2,
+    "model_batches": 1,
+    "matmul": 256,
+}
+SMOKE_MODEL = {
+    "d_model": 16,
+    "n_layer": 2,
+    "n_head": 1,
+    "d_mlp": 32,
+    "n_positions": 128,
+    "max_batch_tokens": 1024,
+}
 
 
 def model_args(smoke: bool) -> TrainArgs:
     """The training settings benchmarked: the shipped checkpoint's (``runs/dyck-d64``), or tiny."""
-    base = {"d_model": 64, "n_layer": 2, "n_head": 1, "d_mlp": 256, "n_positions": 512, "max_batch_tokens": 8192}
+    base = {
+        "d_model": 64,
+        "n_layer": 2,
+        "n_head": 1,
+        "d_mlp": 256,
+        "n_positions": 512,
+        "max_batch_tokens": 8192,
+    }
     return TrainArgs(**(SMOKE_MODEL if smoke else base), learning_rate=2e-3, warmup_steps=300)
 
 
@@ -79,10 +111,14 @@ def build_model(args: TrainArgs) -> IllusionForCausalLM:
     return model
 
 
-def next_token_loss(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, n_tokens: int) -> torch.Tensor:
+def next_token_loss(
+    logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, n_tokens: int
+) -> torch.Tensor:
     targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
     flat = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
-    return nn.functional.cross_entropy(flat, targets.reshape(-1), ignore_index=-100, reduction="sum") / n_tokens
+    return (
+        nn.functional.cross_entropy(flat, targets.reshape(-1), ignore_index=-100, reduction="sum") / n_tokens
+    )
 
 
 def bare(args: TrainArgs, batches: list[tuple[torch.Tensor, torch.Tensor, int]], window: int) -> list[float]:
@@ -117,14 +153,16 @@ def bare(args: TrainArgs, batches: list[tuple[torch.Tensor, torch.Tensor, int]],
 def window_times(marks: list[float], skip: int) -> list[float]:
     """Durations of consecutive windows from elapsed times at their ends, minus the first ``skip``."""
     ends = [0.0, *marks]
-    return [b - a for a, b in zip(ends[:-1], ends[1:], strict=True)][skip:]
+    return [b - a for a, b in itertools.pairwise(ends)][skip:]
 
 
 def step_flops(config: IllusionConfig, ids: torch.Tensor) -> float:
     """Model FLOPs of one training step on a padded batch (nanoGPT's ``estimate_mfu`` convention)."""
-    weights = config.n_layer * (
-        4 * config.d_model * config.n_head * config.d_head + 2 * config.d_model * config.d_mlp
-    ) + config.d_model * config.vocab_size
+    weights = (
+        config.n_layer
+        * (4 * config.d_model * config.n_head * config.d_head + 2 * config.d_model * config.d_mlp)
+        + config.d_model * config.vocab_size
+    )
     attention = config.n_layer * 2 * ids.shape[1] * config.n_head * config.d_head  # q·k and a·v per token
     return 6.0 * ids.numel() * weights + 6.0 * ids.numel() * attention
 
@@ -196,7 +234,9 @@ def main(argv: list[str] | None = None) -> Path:
 
         def per_window(values: list[float]) -> list[float]:
             """Sums over the timed windows, in the order of ``ours_windows`` (run after run)."""
-            return [sum(values[i : i + window]) for i in range(sizes["warmup"], n_steps, window)] * sizes["runs"]
+            return [sum(values[i : i + window]) for i in range(sizes["warmup"], n_steps, window)] * sizes[
+                "runs"
+            ]
 
         window_tokens = per_window([n for _, _, n in batches])
         window_flops = per_window([step_flops(config, ids) for ids, _, _ in batches])
@@ -207,7 +247,10 @@ def main(argv: list[str] | None = None) -> Path:
         gpt2 = gpt2_like(config)
         sample = batches[sizes["warmup"] : sizes["warmup"] + sizes["model_batches"]]
         model_cmp = compare(
-            {"ours": lambda: forward_backward(our_model, sample), "gpt2": lambda: forward_backward(gpt2, sample)},
+            {
+                "ours": lambda: forward_backward(our_model, sample),
+                "gpt2": lambda: forward_backward(gpt2, sample),
+            },
             repeats=sizes["model_repeats"],
             warmup=1,
             reference="gpt2",

@@ -2,7 +2,8 @@
 
 ``make bench`` runs them at full size; here each runs with ``--smoke`` on the session's tiny
 dataset so the scripts keep working as the package changes. Targets may be missed at these
-sizes — that is not checked; the correctness checks (equal outputs) must pass.
+sizes — that is not checked; the correctness checks (equal outputs) must pass. conftest's
+single-thread fixture applies, so the timings here mean nothing; they only have to exist.
 """
 
 from __future__ import annotations
@@ -22,20 +23,18 @@ BENCHMARKS = {
     "fit_eval": "bench_fit_eval.py",
     "scaling": "bench_scaling.py",
 }
-KEYS = {"benchmark", "title", "mode", "sizes", "environment", "results", "tables", "targets", "checks", "notes"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One thread: on a busy 2-core machine two spinning threads make tiny ops far slower."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
+KEYS = {
+    "benchmark",
+    "title",
+    "mode",
+    "sizes",
+    "environment",
+    "results",
+    "tables",
+    "targets",
+    "checks",
+    "notes",
+}
 
 
 def load_script(file: str):
@@ -58,7 +57,7 @@ def test_benchmark_smoke_run_writes_its_report(name, out_dir, tiny_dyck_dir):
     path = load_script(BENCHMARKS[name]).main(argv)
     report = json.loads(Path(path).read_text())
     assert path == out_dir / f"{name}.json"
-    assert KEYS <= set(report) and report["benchmark"] == name and report["mode"] == "smoke"
+    assert set(report) >= KEYS and report["benchmark"] == name and report["mode"] == "smoke"
     assert bool(report["targets"]) == (name != "scaling"), "each timed comparison states its target"
     for target in report["targets"]:
         assert {"name", "value", "target", "comparison", "met"} <= set(target)
@@ -73,7 +72,8 @@ def test_expected_checks_are_recorded(out_dir):
     proxy = json.loads((out_dir / "proxy.json").read_text())
     intervention = json.loads((out_dir / "intervention.json").read_text())
     assert any("full-rank SVD" in c for c in proxy["checks"])
-    assert {c.split(" logits")[0] for c in intervention["checks"]} == {"nnsight", "forward hooks"}
+    hooked = {"forward hooks"} | ({"nnsight"} if importlib.util.find_spec("nnsight") else set())
+    assert {c.split(" logits")[0] for c in intervention["checks"]} == hooked  # nnsight: the bench extra
     scaling = json.loads((out_dir / "scaling.json").read_text())
     assert (out_dir / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert {"exponent/sentences (test_iid)", "exponent/d_model"} <= set(scaling["results"])

@@ -16,7 +16,7 @@ from hf_illusions.data.dyck_language import codes_to_ids, sample_sentence
 from hf_illusions.errors import CheckpointError, SimplifierError
 from hf_illusions.modeling import IllusionConfig, IllusionForCausalLM
 from hf_illusions.simplify import IllusionProxyForCausalLM, InteractionBasisSimplifier, build_proxy
-from hf_illusions.simplify.interaction_basis import interaction_basis, jacobian_gram
+from hf_illusions.simplify.interaction_basis import fit_interaction_bases, interaction_basis, jacobian_gram
 
 D_MODEL = 16
 
@@ -147,6 +147,43 @@ def test_basis_and_projection_are_invariant_to_invertible_reparameterization():
         projector = node.basis[:, :k] @ node.dual[:k]
         projector_re = node_re.basis[:, :k] @ node_re.dual[:k]
         torch.testing.assert_close(projector_re, a @ projector @ torch.linalg.inv(a))
+
+
+def test_fit_on_the_model_matches_full_jacobians_computed_directly(model):
+    """Exact mode on one sentence vs ``autograd.functional.jacobian`` of the whole chain.
+
+    Node 2 (final residual) reads centered logits; node 1 reads node 2's coordinates through
+    block 1, with every output position's dependence on every input position (attention).
+    """
+    sequence = [1, 3, 5, 25, 23, 2]
+    bases = fit_interaction_bases(model, [sequence], lowest_layer=1, n_random_projections=None)
+    with torch.no_grad():
+        streams = model(torch.tensor([sequence]), output_hidden_states=True).hidden_states
+    n = len(sequence)
+    causal = torch.full((n, n), torch.finfo(torch.float32).min).triu(1)[None, None]
+
+    def centered_logits(x: torch.Tensor) -> torch.Tensor:
+        out = model.lm_head(model.model.norm(x))
+        return out - out.mean(-1, keepdim=True)
+
+    def next_coordinates(x: torch.Tensor) -> torch.Tensor:
+        node = bases[2]
+        y = model.model.layers[1](x[None], attention_mask=causal)[0]
+        return (y.double() - node.mean) @ node.transform.T
+
+    for layer, fn in ((2, centered_logits), (1, next_coordinates)):
+        x = streams[layer][0]
+        jac = torch.autograd.functional.jacobian(fn, x).double()  # (out pos, out, in pos, d)
+        gram = torch.einsum("aobi,aobj->ij", jac, jac) / n
+        expected = interaction_basis(x, gram)
+        torch.testing.assert_close(bases[layer].strengths, expected.strengths, rtol=1e-4, atol=1e-8)
+        for k in (1, 3):
+            torch.testing.assert_close(
+                bases[layer].basis[:, :k] @ bases[layer].dual[:k],
+                expected.basis[:, :k] @ expected.dual[:k],
+                rtol=0,
+                atol=1e-3,
+            )
 
 
 def test_random_projections_estimate_the_exact_jacobian_gram():
