@@ -124,9 +124,9 @@ def cmd_simplify(args: argparse.Namespace) -> None:
     from hf_illusions.simplify import SIMPLIFIERS, make_simplifier
 
     check_output_path(args.out, args.overwrite, arg="--out")
-    settings = (
-        {"rank": args.rank} if args.method == "svd" else {"k": args.k} if args.method == "kmeans" else {}
-    )
+    # each simplifier's one swept setting: SVD's rank, the number of clusters / kept directions
+    swept = {"svd": {"rank": args.rank}, "kmeans": {"k": args.k}, "interaction_basis": {"k": args.k}}
+    settings = dict(swept.get(args.method, {}))
     if SIMPLIFIERS[args.method].needs_data:  # one-hot attention is fitted on nothing
         settings["n_sequences"] = args.n_sequences
     simplifier = make_simplifier(args.method, layers=args.layers, **settings)
@@ -291,11 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train, passthrough=True)
 
     simplify = sub.add_parser("simplify", help="fit a simplifier and save the proxy model")
-    simplify.add_argument("method", choices=["svd", "kmeans", "onehot"])
+    simplify.add_argument("method", choices=["svd", "kmeans", "onehot", "interaction_basis"])
     simplify.add_argument("--model", default=str(DEFAULT_DYCK_CHECKPOINT))
     simplify.add_argument("--data", default="dyck-illusions")
     simplify.add_argument("--rank", type=positive_int, default=8)
-    simplify.add_argument("--k", type=positive_int, default=16)
+    simplify.add_argument(
+        "--k", type=positive_int, default=16, help="k-means clusters / interaction-basis directions"
+    )
     simplify.add_argument("--layers", type=int_list, default=None, help="e.g. 0,1 (default: all)")
     simplify.add_argument("--n_sequences", type=positive_int, default=1000)
     simplify.add_argument("--out", required=True)
