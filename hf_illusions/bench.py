@@ -118,6 +118,41 @@ def compare(
     return {"times": times, "ratios": ratios}
 
 
+def evaluation_vs_forwards(
+    model: torch.nn.Module,
+    proxies: Mapping[str, torch.nn.Module],
+    splits: Mapping[str, list[list[int]]],
+    repeats: int,
+    warmup: int = 1,
+    max_batch_tokens: int = 16384,
+) -> dict[str, dict[str, Stats]]:
+    """:func:`compare` of the evaluation loop with the forward passes it cannot avoid.
+
+    Both go split by split over the same padded batches; the baseline runs the original and
+    every proxy with attention maps on (the attention metrics need them) and computes nothing
+    else, so the ratio is what all the metrics cost on top.
+    """
+    from hf_illusions.data.batching import iter_padded
+    from hf_illusions.evaluation import evaluate_models
+    from hf_illusions.tasks.dyck import DyckTask
+
+    task = DyckTask()
+    models = [model, *proxies.values()]
+
+    def evaluate() -> None:
+        for sequences in splits.values():
+            evaluate_models(model, sequences, task, proxies, max_batch_tokens)
+
+    @torch.no_grad()
+    def forwards() -> None:
+        for sequences in splits.values():
+            for _, ids, mask in iter_padded(sequences, max_batch_tokens):
+                for m in models:
+                    m(ids, attention_mask=mask, output_attentions=True)
+
+    return compare({"evaluate_models": evaluate, "forward passes only": forwards}, repeats, warmup)
+
+
 def matmul_peak(size: int = 2048, repeats: int = 5) -> Stats:
     """This machine's achieved float32 FLOP/s on a large square matmul (the practical peak).
 
@@ -373,6 +408,7 @@ __all__ = [
     "bench_model",
     "compare",
     "environment",
+    "evaluation_vs_forwards",
     "find_model_dir",
     "first_ids",
     "matmul_peak",

@@ -115,6 +115,7 @@ def evaluate_models(
                 reference = _Reference(probs, full, out.attentions if want_attention else None, mask)
             else:
                 row_jsd = jsd_rows(probs, reference.probs, reference.entropy)
+                _check_finite(row_jsd[mask[:, 1:].bool()].sum(), name, "next-token distributions")
                 agree = full == reference.full
             for group, gmask in groups.items():
                 values = {
@@ -129,6 +130,7 @@ def evaluate_models(
             if name != ORIGINAL and want_attention:
                 for layer, chunks in enumerate(reference.attention):
                     jsd_sum, n = _attention_jsd_sum(out.attentions[layer], chunks)
+                    _check_finite(jsd_sum, name, f"attention in layer {layer}")
                     attn_acc[name][str(layer)].add(n=n, jsd=jsd_sum)
     results: dict[str, dict] = {}
     for name in models:
@@ -136,6 +138,12 @@ def evaluate_models(
         if name in attn_acc:
             results[name]["attention_jsd"] = {layer: a.result()["jsd"] for layer, a in attn_acc[name].items()}
     return results
+
+
+def _check_finite(value: float | torch.Tensor, name: str, what: str) -> None:
+    """Fail loudly on NaN/inf: the trusted JSD path skips validation, so a broken proxy shows here."""
+    if not torch.isfinite(torch.as_tensor(value)):
+        raise ValueError(f"proxy {name!r} produced non-finite {what} (NaN or inf); its JSD is undefined")
 
 
 #: query positions per attention chunk; see :class:`_Reference`.
@@ -149,7 +157,7 @@ class _Reference:
     Attention: the same per layer, cut into chunks of :data:`ATTENTION_CHUNK` query positions
     that keep only the keys up to the chunk's last query. A causal LM puts exactly zero weight on
     later keys (the mask adds the dtype's minimum before the softmax), so those entries add
-    nothing to any row's JSD; skipping them halves the O(batch · T²) work that dominated the
+    nothing to any row's JSD; skipping them roughly halves the O(batch · T²) work that dominated the
     evaluation. Padded query rows are dropped by ``valid``.
     """
 

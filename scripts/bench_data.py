@@ -1,6 +1,6 @@
 """Data: Dyck generation (200k training sentences + every split) and the Hub-folder build.
 
-    python scripts/bench_data.py             # full preset (~2 min); --smoke: the tiny preset
+    python scripts/bench_data.py             # full preset (~1 min); --smoke: the tiny preset
 
 Three measurements, alternated round by round:
 

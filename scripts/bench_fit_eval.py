@@ -1,6 +1,6 @@
 """Fitting and evaluation: simplifier fits, one proxy over every test split, the whole reproduction.
 
-    python scripts/bench_fit_eval.py         # full sizes (~7 min, most of it the reproduction)
+    python scripts/bench_fit_eval.py         # full sizes (~5 min, most of it the reproduction)
 
 1. Fitting on 1,000 training sequences: SVD and k-means fits vs the baseline every fit starts
    with, collecting the queries and keys (one no-grad forward pass over the sequences).
@@ -20,15 +20,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
-from hf_illusions.bench import BenchReport, bench_data, bench_model, compare, first_ids, parser
-from hf_illusions.data.batching import iter_padded
+from hf_illusions.bench import (
+    BenchReport,
+    bench_data,
+    bench_model,
+    compare,
+    evaluation_vs_forwards,
+    first_ids,
+    parser,
+)
 from hf_illusions.data.dyck import TEST_SPLITS
 from hf_illusions.data.hub_folder import load_folder
-from hf_illusions.evaluation import evaluate_models
 from hf_illusions.simplify import KMeansSimplifier, SVDSimplifier, collect_qk
-from hf_illusions.tasks.dyck import DyckTask
 
 FULL = {"fit_sequences": 1000, "fit_repeats": 3, "eval_sentences": None, "eval_repeats": 3, "reproduce": {}}
 SMOKE = {
@@ -38,15 +41,6 @@ SMOKE = {
     "eval_repeats": 1,
     "reproduce": {"svd_ranks": (1, 4), "kmeans_ks": (2,), "n_fit_sequences": 50, "max_eval_sentences": 16},
 }
-
-
-@torch.no_grad()
-def forwards_only(models: list[torch.nn.Module], splits: dict[str, list[list[int]]], budget: int) -> None:
-    """What evaluation cannot avoid: every model over the same padded batches, attention maps on."""
-    for sequences in splits.values():  # split by split, as evaluate_models is called
-        for _, ids, mask in iter_padded(sequences, budget):
-            for model in models:
-                model(ids, attention_mask=mask, output_attentions=True)
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -89,16 +83,13 @@ def main(argv: list[str] | None = None) -> Path:
         proxy = SVDSimplifier(rank=rank, n_sequences=n).fit(model, fit_rows)
         splits = {s: first_ids(ds[s], sizes["eval_sentences"]) for s in TEST_SPLITS}
         budget = 16384
-        task = DyckTask()
-        evaluation = compare(
-            {
-                "evaluate_models": lambda: [
-                    evaluate_models(model, seqs, task, {"p": proxy}, budget) for seqs in splits.values()
-                ],
-                "forward passes only": lambda: forwards_only([model, proxy], splits, budget),
-            },
+        evaluation = evaluation_vs_forwards(
+            model,
+            {"p": proxy},
+            splits,
             repeats=args.repeats or sizes["eval_repeats"],
             warmup=0,  # each round is minutes of work over thousands of batches: nothing left to warm
+            max_batch_tokens=budget,
         )
         report.results["evaluate_one_proxy"] = evaluation
         n_tokens = sum(len(s) for seqs in splits.values() for s in seqs)

@@ -1,6 +1,6 @@
 """Intervention overhead: our proxy vs the same rank-r q/k projection done with nnsight and with hooks.
 
-    python scripts/bench_intervention.py     # full sizes (~1 min); --smoke for seconds
+    python scripts/bench_intervention.py     # full sizes (~15 s); --smoke for seconds
 
 The intervention is the SVD simplification of every layer's queries and keys,
 ``q ↦ μ + (q − μ) V Vᵀ`` with the fitted ``μ, V`` of one proxy, computed by the same function

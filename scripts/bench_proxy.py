@@ -1,6 +1,6 @@
 """Proxy inference: the forward pass of each simplified model vs the original's, on the same batch.
 
-    python scripts/bench_proxy.py            # full sizes (~1 min); --smoke for seconds
+    python scripts/bench_proxy.py            # full sizes (~30 s); --smoke for seconds
 
 A proxy is the original model with a registered attention function that transforms q/k (SVD
 projection, nearest k-means centroid) or the attention weights (one-hot); everything else is

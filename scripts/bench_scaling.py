@@ -1,16 +1,17 @@
 """Scaling: how evaluation time grows with the number of sequences and with d_model.
 
-    python scripts/bench_scaling.py          # full sizes (~1.5 min); --smoke for seconds
+    python scripts/bench_scaling.py          # full sizes (~1 min); --smoke for seconds
 
 Each point times :func:`hf_illusions.evaluation.evaluate_models` (original + one SVD proxy,
 every metric including attention JSD) against the forward passes alone on the same batches,
 alternating rounds. Sequences: the first n sentences of ``test_iid`` with the benchmark model;
-width: random models of d_model 32/64/128 (2 layers, 1 head, d_mlp = 4·d_model; timing does
+width: random models of d_model 64/128/256 (2 layers, 1 head, d_mlp = 4·d_model; timing does
 not depend on the weights) on a fixed set of sentences. The fitted exponent ``a`` in
-``time ∝ size^a`` (least squares on log–log) lets users extrapolate: ``a ≈ 1`` in n; in d_model
-the cost is flat while per-call overheads and the O(T²) attention work dominate and approaches
-d² only for wide models. Sentence length matters too: attention work grows with the square of
-the padded length, so long-sentence splits cost more per token (see ``fit_eval``).
+``time ∝ size^a`` (least squares on log–log) lets users extrapolate: at most 1 in n (below 1
+while more sentences still fill the length-bucketed batches better); in d_model well below 2
+while per-call overheads and the O(T²·d) attention work dominate, tending to 2 (the O(T·d²)
+projections and MLP) for wide models. Sentence length matters too: attention work grows with
+the square of the padded length, so long-sentence splits cost more per token (see ``fit_eval``).
 """
 
 from __future__ import annotations
@@ -21,37 +22,14 @@ from pathlib import Path
 
 import torch
 
-from hf_illusions.bench import BenchReport, bench_data, bench_model, compare, first_ids, parser
+from hf_illusions.bench import BenchReport, bench_data, bench_model, evaluation_vs_forwards, first_ids, parser
 from hf_illusions.data.hub_folder import load_folder
-from hf_illusions.evaluation import evaluate_models
 from hf_illusions.modeling import IllusionConfig, IllusionForCausalLM
 from hf_illusions.simplify import SVDSimplifier
-from hf_illusions.tasks.dyck import DyckTask
 
-FULL = {"n_sequences": (250, 500, 1000), "d_models": (32, 64, 128), "width_sequences": 500, "repeats": 3}
+FULL = {"n_sequences": (500, 1000, 2000), "d_models": (64, 128, 256), "width_sequences": 500, "repeats": 3}
 SMOKE = {"n_sequences": (4, 8, 16), "d_models": (8, 16, 32), "width_sequences": 8, "repeats": 1}
 BUDGET = 16384
-
-
-def forwards_only(models: list[torch.nn.Module], sequences: list[list[int]]) -> None:
-    from hf_illusions.data.batching import iter_padded
-
-    with torch.no_grad():
-        for _, ids, mask in iter_padded(sequences, BUDGET):
-            for model in models:
-                model(ids, attention_mask=mask, output_attentions=True)
-
-
-def measure(model: torch.nn.Module, proxy: torch.nn.Module, sequences: list[list[int]], repeats: int) -> dict:
-    task = DyckTask()
-    return compare(
-        {
-            "evaluate_models": lambda: evaluate_models(model, sequences, task, {"p": proxy}, BUDGET),
-            "forward passes only": lambda: forwards_only([model, proxy], sequences),
-        },
-        repeats=repeats,
-        warmup=1,
-    )
 
 
 def exponent(sizes: list[float], seconds: list[float]) -> float:
@@ -97,7 +75,7 @@ def main(argv: list[str] | None = None) -> Path:
     def record(axis: str, value: int, model: torch.nn.Module, sequences: list[list[int]]) -> None:
         fit = ds["train"].select(range(200))
         proxy = SVDSimplifier(rank=max(1, model.config.d_head // 8), n_sequences=200).fit(model, fit)
-        result = measure(model, proxy, sequences, repeats)
+        result = evaluation_vs_forwards(model, {"p": proxy}, {"test_iid": sequences}, repeats, 1, BUDGET)
         times = result["times"]
         tokens = sum(len(s) for s in sequences)
         report.results[f"{axis}={value}"] = {**result, "tokens": tokens, "sentences": len(sequences)}

@@ -26,7 +26,7 @@ from hf_illusions.simplify import (
     collect_qk,
     make_simplifier,
 )
-from hf_illusions.simplify.kmeans import nearest_centroid
+from hf_illusions.simplify.kmeans import count_distinct_rows, nearest_centroid
 from hf_illusions.simplify.proxy import ATTN_IMPLEMENTATION
 from hf_illusions.simplify.svd import project
 
@@ -294,3 +294,12 @@ def test_only_illusion_models_can_be_simplified(model, proxies, data):
         SVDSimplifier(rank=2).fit(torch.nn.Linear(2, 2), data)
     with pytest.raises(SimplifierError, match="model is already a simplified proxy"):
         SVDSimplifier(rank=2).fit(proxies["svd"], data)
+
+
+def test_distinct_row_count_matches_numpy_unique_and_merges_signed_zeros():
+    rng = np.random.default_rng(0)
+    rows = rng.integers(-1, 2, size=(500, 3)).astype(np.float64) * 0.5
+    rows[0] = [-0.0, 0.5, 0.0]
+    rows[1] = [0.0, 0.5, -0.0]
+    assert count_distinct_rows(rows) == len(np.unique(rows, axis=0))
+    assert count_distinct_rows(np.array([[1.0, 2.0]])) == 1

@@ -199,6 +199,8 @@ def _labels(labels: Any, lead: tuple[int, ...], sel: np.ndarray, n_classes: int,
 
 # --------------------------------------------------------------------------- arithmetic
 
+_LN2 = float(np.log(2.0))
+
 
 def _is_torch(x: Any) -> bool:
     return type(x).__module__.split(".", 1)[0] == "torch"
@@ -245,9 +247,6 @@ def jsd_rows(p: Any, q: Any, q_entropy: Any = None) -> Any:
         q_entropy = entropy_rows(q)
     js = entropy_rows((p + q) / 2) - (entropy_rows(p) + q_entropy) / 2
     return js.clip(0.0, 1.0)  # float error can leave it a hair outside the true range
-
-
-_LN2 = float(np.log(2.0))
 
 
 # --------------------------------------------------------------------------- public API

@@ -27,12 +27,24 @@ def fit_centroids(x: torch.Tensor, k: int, seed: int = 0, n_init: int | str = "a
     from sklearn.cluster import KMeans  # importing sklearn costs ~1 s; only fits need it
 
     data = x.detach().cpu().to(torch.float64).numpy()
-    distinct = np.unique(data, axis=0)
-    if k >= len(distinct):
+    if k >= count_distinct_rows(data):
+        distinct = np.unique(data, axis=0)
         centroids = distinct[np.arange(k) % len(distinct)]
     else:
         centroids = KMeans(n_clusters=k, random_state=seed, n_init=n_init).fit(data).cluster_centers_
     return torch.from_numpy(centroids).to(x.dtype)
+
+
+def count_distinct_rows(data: np.ndarray) -> int:
+    """Number of distinct rows of a 2-D float array, as ``len(np.unique(data, axis=0))`` counts them.
+
+    Hashing each row's bytes is ~8× faster than ``np.unique(axis=0)`` (a sort of 64-field
+    records), which was ~40% of a k-means fit on 1,000 sequences; the rows themselves are only
+    needed in the rare ``k >= n_distinct`` case. ``+ 0.0`` turns ``-0.0`` into ``0.0`` so the
+    two count as one value, as numpy's comparison does.
+    """
+    rows = np.ascontiguousarray(data + 0.0)
+    return len(set(rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel().tolist()))
 
 
 def nearest_centroid(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
@@ -112,4 +124,11 @@ class KMeansSimplifier(Simplifier):
         }
 
 
-__all__ = ["KMeansSimplification", "KMeansSimplifier", "fit_centroids", "nearest_centroid", "snap"]
+__all__ = [
+    "KMeansSimplification",
+    "KMeansSimplifier",
+    "count_distinct_rows",
+    "fit_centroids",
+    "nearest_centroid",
+    "snap",
+]
