@@ -56,3 +56,24 @@ def tiny_model():
     torch.manual_seed(0)
     config = IllusionConfig(d_model=16, n_head=2, d_mlp=32, n_layer=2, vocab_size=43, n_positions=128)
     return IllusionForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="module")
+def data() -> list[list[int]]:
+    """Twelve short Dyck sentences as token-id lists (seeded), for fitting simplifiers."""
+    import random
+
+    from hf_illusions.data.dyck_language import codes_to_ids, sample_sentence
+
+    rng = random.Random(0)
+    return [codes_to_ids(sample_sentence(rng, n_types=20, max_length=30)) for _ in range(12)]
+
+
+@pytest.fixture(scope="module")
+def batch(data) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded batch of sequences of different lengths."""
+    from hf_illusions.data.batching import pad_batch
+
+    ids, mask = pad_batch(data[:6])
+    assert (mask == 0).any()
+    return ids, mask

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 
 import numpy as np
 import pytest
@@ -12,8 +11,6 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
 
-from hf_illusions.data.batching import pad_batch
-from hf_illusions.data.dyck_language import codes_to_ids, sample_sentence
 from hf_illusions.errors import CheckpointError, SimplifierError
 from hf_illusions.modeling import IllusionConfig, IllusionForCausalLM
 from hf_illusions.simplify import (
@@ -38,20 +35,6 @@ def model() -> IllusionForCausalLM:
     torch.manual_seed(0)
     config = IllusionConfig(d_model=16, n_head=2, d_mlp=32, n_layer=2, vocab_size=43, n_positions=64)
     return IllusionForCausalLM(config).eval()
-
-
-@pytest.fixture(scope="module")
-def data() -> list[list[int]]:
-    rng = random.Random(0)
-    return [codes_to_ids(sample_sentence(rng, n_types=20, max_length=30)) for _ in range(12)]
-
-
-@pytest.fixture(scope="module")
-def batch(data) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded batch of sequences of different lengths."""
-    ids, mask = pad_batch(data[:6])
-    assert (mask == 0).any()
-    return ids, mask
 
 
 @pytest.fixture(scope="module")
