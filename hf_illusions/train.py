@@ -228,6 +228,21 @@ def prepare_output_dir(args: TrainArgs, out: Path) -> None:
         )
 
 
+def build_optimizer(model: torch.nn.Module, args: TrainArgs, total_steps: int):
+    """AdamW (decay on weight matrices only, not embeddings/biases/norms) + warmup-cosine to min_lr_ratio."""
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.learning_rate,
+        betas=(0.9, 0.98),
+    )
+    scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+        optimizer, args.warmup_steps, total_steps, min_lr_rate=args.min_lr_ratio
+    )
+    return optimizer, scheduler
+
+
 def step_loss(model, ids: torch.Tensor, mask: torch.Tensor, global_tokens: int, world: int) -> torch.Tensor:
     """Summed next-token loss over this process's rows, scaled so the all-reduced mean is the global mean."""
     logits = model(ids, attention_mask=mask).logits[:, :-1]
@@ -275,16 +290,7 @@ def main(argv: list[str] | None = None) -> Path:
     )
     model = IllusionForCausalLM(config)
     model.set_attn_implementation(args.attn_implementation)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.learning_rate,
-        betas=(0.9, 0.98),
-    )
-    scheduler = get_cosine_with_min_lr_schedule_with_warmup(
-        optimizer, args.warmup_steps, args.max_steps, min_lr_rate=args.min_lr_ratio
-    )
+    optimizer, scheduler = build_optimizer(model, args, args.max_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     start_step = 0

@@ -42,7 +42,7 @@ from hf_illusions.bench import (
 from hf_illusions.data.batching import StepBatches, pad_batch
 from hf_illusions.data.hub_folder import load_folder
 from hf_illusions.modeling import IllusionConfig, IllusionForCausalLM
-from hf_illusions.train import TrainArgs
+from hf_illusions.train import TrainArgs, build_optimizer
 from hf_illusions.train import main as train_main
 
 FULL = {
@@ -118,19 +118,8 @@ def next_token_loss(
 
 def bare(args: TrainArgs, batches: list[tuple[torch.Tensor, torch.Tensor, int]], window: int) -> list[float]:
     """The hand-written loop on pre-padded tensors; elapsed time at the end of every window."""
-    from transformers import get_cosine_with_min_lr_schedule_with_warmup
-
     model = build_model(args).train()
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-        lr=args.learning_rate,
-        betas=(0.9, 0.98),
-    )
-    scheduler = get_cosine_with_min_lr_schedule_with_warmup(
-        optimizer, args.warmup_steps, len(batches), min_lr_rate=args.min_lr_ratio
-    )
+    optimizer, scheduler = build_optimizer(model, args, len(batches))  # the loop's own optimizer setup
     marks = []
     start = time.perf_counter()
     for step, (ids, mask, n_tokens) in enumerate(batches, 1):

@@ -31,11 +31,11 @@ if TYPE_CHECKING:
     from hf_illusions.simplify.proxy import IllusionProxyConfig, IllusionProxyForCausalLM
 
 #: simplification name (``config.simplifier``) → module class; filled by subclassing.
-SIMPLIFICATIONS: dict[str, type[AttentionSimplification] | type[ResidualSimplification]] = {}
+SIMPLIFICATIONS: dict[str, type[Simplification]] = {}
 
 
-class AttentionSimplification(nn.Module):
-    """Identity simplification of one attention layer; subclasses change only the heads in ``head_mask``.
+class Simplification(nn.Module):
+    """What every simplification module shares: registration by ``name``, ``layer_idx``, settings.
 
     Built from the proxy config alone (``config`` + ``layer_idx``, like every module of the
     model), with zero-filled buffers of the right shapes: ``from_pretrained`` or
@@ -43,23 +43,17 @@ class AttentionSimplification(nn.Module):
     the fitted state travels with the checkpoint.
     """
 
-    name: ClassVar[str] = "identity"
-    head_mask: torch.Tensor
+    name: ClassVar[str]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        SIMPLIFICATIONS[cls.name] = cls
+        if "name" in cls.__dict__:  # abstract bases (no name of their own) are not registered
+            SIMPLIFICATIONS[cls.name] = cls
 
     def __init__(self, config: IllusionProxyConfig, layer_idx: int):
         super().__init__()
         self.layer_idx = layer_idx
         self.settings = dict(config.simplifier_settings or {})
-        heads = sorted({int(h) for h in (config.simplified_heads or {}).get(str(layer_idx), [])})
-        mask = torch.zeros(config.n_head, dtype=torch.bool)
-        mask[heads] = True
-        self.register_buffer("head_mask", mask)
-        # decided from the config, not the buffer, which is still on the meta device while loading
-        self.all_heads = len(heads) == config.n_head
 
     def setting(self, key: str) -> Any:
         """A value of ``config.simplifier_settings`` that fixes buffer shapes (e.g. ``rank``)."""
@@ -68,6 +62,25 @@ class AttentionSimplification(nn.Module):
                 f"simplifier_settings must give {key!r} for {self.name!r}, got {self.settings}"
             )
         return self.settings[key]
+
+    def extra_repr(self) -> str:
+        return f"layer={self.layer_idx}"
+
+
+class AttentionSimplification(Simplification):
+    """Identity simplification of one attention layer; subclasses change only the heads in ``head_mask``."""
+
+    name: ClassVar[str] = "identity"
+    head_mask: torch.Tensor
+
+    def __init__(self, config: IllusionProxyConfig, layer_idx: int):
+        super().__init__(config, layer_idx)
+        heads = sorted({int(h) for h in (config.simplified_heads or {}).get(str(layer_idx), [])})
+        mask = torch.zeros(config.n_head, dtype=torch.bool)
+        mask[heads] = True
+        self.register_buffer("head_mask", mask)
+        # decided from the config, not the buffer, which is still on the meta device while loading
+        self.all_heads = len(heads) == config.n_head
 
     def only_simplified(self, simplified: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
         """Per head, ``simplified`` where the head is simplified, else ``original`` (head dim is 1)."""
@@ -91,33 +104,12 @@ class AttentionSimplification(nn.Module):
         return f"layer={self.layer_idx}, heads={self.head_mask.nonzero().flatten().tolist()}"
 
 
-SIMPLIFICATIONS[AttentionSimplification.name] = AttentionSimplification
-
-
-class ResidualSimplification(nn.Module):
+class ResidualSimplification(Simplification):
     """A map of the residual stream at the input of one block (``layer.residual_simplification``).
 
-    The residual-stream counterpart of :class:`AttentionSimplification`: built from the proxy
-    config (``config`` + ``layer_idx``) with zero-filled persistent buffers that
-    ``from_pretrained`` or :func:`~hf_illusions.simplify.proxy.build_proxy` fill; the layers it
-    applies to are ``config.simplified_residuals``. Subclasses implement :meth:`forward`.
+    The residual-stream counterpart of :class:`AttentionSimplification`; the layers it applies
+    to are ``config.simplified_residuals``. Subclasses implement :meth:`forward`.
     """
-
-    name: ClassVar[str]
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        SIMPLIFICATIONS[cls.name] = cls
-
-    def __init__(self, config: IllusionProxyConfig, layer_idx: int):
-        super().__init__()
-        self.layer_idx = layer_idx
-        self.settings = dict(config.simplifier_settings or {})
-
-    setting = AttentionSimplification.setting
-
-    def extra_repr(self) -> str:
-        return f"layer={self.layer_idx}"
 
 
 def fitting_sequences(data: Any, n_sequences: int, n_positions: int | None = None) -> list[list[int]]:
