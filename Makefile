@@ -26,8 +26,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Dyck on the shipped dense checkpoint, Dyck on the shipped weight-sparse one, then code.
 reproduce: install
 	$(OFFLINE) $(THREADS) $(BIN)/hf-illusions reproduce dyck
+	$(OFFLINE) $(THREADS) $(BIN)/hf-illusions reproduce dyck --model checkpoints/dyck-sparse --out reports/dyck-sparse
+	$(OFFLINE) $(THREADS) $(BIN)/hf-illusions reproduce code
 
 # The Space's browser test drives Debian's chromium with Playwright (no `playwright install`).
 # Installed here when missing and apt-get is usable; otherwise that test fails and says how to install it.
@@ -65,4 +68,4 @@ format: install
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) dyck-illusions reports/dyck runs .pytest_cache
+	rm -rf $(VENV) dyck-illusions code-illusions reports/dyck reports/dyck-sparse reports/code runs .pytest_cache

@@ -18,6 +18,7 @@ from hf_illusions.errors import IllusionsError, PathError, SettingsError
 from hf_illusions.paths import check_output_path
 
 DEFAULT_DYCK_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "dyck"
+DEFAULT_CODE_CHECKPOINT = DEFAULT_DYCK_CHECKPOINT.with_name("code")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -70,11 +71,14 @@ def cmd_data_build(args: argparse.Namespace) -> None:
 
 
 def cmd_data_verify(args: argparse.Namespace) -> None:
+    from hf_illusions.data.code_folder import SETTINGS_FILE as CODE_SETTINGS
+    from hf_illusions.data.code_folder import verify_code_folder
     from hf_illusions.data.verify import verify_dyck_folder
 
     if args.out:
         check_output_path(args.out, args.overwrite, arg="--out", kind="file")
-    report = verify_dyck_folder(args.path)
+    is_code = (Path(args.path) / CODE_SETTINGS).is_file()
+    report = (verify_code_folder if is_code else verify_dyck_folder)(args.path)
     if args.out:
         write_json(args.out, report)
     for line in report["violations"]:
@@ -100,21 +104,35 @@ def write_json(path: str | Path, payload: dict) -> None:
 
 
 def load_data_and_model(data: str, model: str, proxies: Sequence[str] = ()) -> tuple:
-    """(DatasetDict, Dyck task of the data, model, {name: proxy}), every model checked against the data."""
+    """(DatasetDict, task of the data, model, {name: proxy}), every model checked against the data.
+
+    The task follows the folder: a `code-illusions` folder (``code_settings.json``) is scored per
+    prediction type, a Dyck folder at closing brackets.
+    """
     import pyarrow.compute as pc
 
     from hf_illusions.checkpoints import check_model_fits, load_checkpoint
+    from hf_illusions.data import code
+    from hf_illusions.data.code_folder import SETTINGS_FILE as CODE_SETTINGS
     from hf_illusions.data.hub_folder import load_folder, read_settings
+    from hf_illusions.tasks.code import CodeTask
     from hf_illusions.tasks.dyck import DyckTask
 
     ds = load_folder(data)
-    task = DyckTask(n_types=read_settings(data).n_types)
+    if (Path(data) / CODE_SETTINGS).is_file():
+        task, vocab_size = (
+            CodeTask.from_dataset({s: d for s, d in ds.items() if s != "train"}),
+            code.VOCAB_SIZE,
+        )
+    else:
+        task = DyckTask(n_types=read_settings(data).n_types)
+        vocab_size = task.vocab.size
     longest = max(pc.max(pc.list_value_length(ds[s].data.column("input_ids"))).as_py() or 0 for s in ds)
     loaded = []
     for flag, path in [("--model", model), *(("--proxy", p) for p in proxies)]:
         loaded.append(load_checkpoint(path))
         try:
-            check_model_fits(loaded[-1], task.vocab.size, longest, f"the data in {data!r}")
+            check_model_fits(loaded[-1], vocab_size, longest, f"the data in {data!r}")
         except IllusionsError as err:
             raise type(err)(f"{flag} {path!r}: {err}") from None
     return ds, task, loaded[0], {Path(p).name: m for p, m in zip(proxies, loaded[1:], strict=True)}
@@ -137,7 +155,6 @@ def cmd_simplify(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from hf_illusions.data.dyck import TEST_SPLITS
     from hf_illusions.data.hub_folder import select_splits
     from hf_illusions.evaluation import evaluate_models
 
@@ -146,7 +163,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if len(set(names)) < len(names):
         raise SettingsError(f"--proxy folders must have distinct names (they label the results), got {names}")
     ds, task, original, proxies = load_data_and_model(args.data, args.model, args.proxy)
-    splits = select_splits(ds, args.splits or list(TEST_SPLITS), arg="--splits")
+    splits = select_splits(ds, args.splits or [s for s in ds if s.startswith("test_")], arg="--splits")
     results = {}
     for split in splits:
         seqs = ds[split].data.column("input_ids").to_pylist()[: args.max_sentences]
@@ -155,36 +172,66 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}")
 
 
-def cmd_reproduce(args: argparse.Namespace) -> None:
-    from hf_illusions.data.dyck import PRESETS
-    from hf_illusions.reproduce import reproduce_dyck
+REPRODUCE_DEFAULTS = {  # task -> (model, data folder, data preset, report folder)
+    "dyck": (str(DEFAULT_DYCK_CHECKPOINT), "dyck-illusions", "dyck-20-10", "reports/dyck"),
+    "code": (str(DEFAULT_CODE_CHECKPOINT), "code-illusions", "code-py", "reports/code"),
+}
 
-    if args.data_config not in PRESETS:
-        raise SettingsError(f"--data_config must be one of {sorted(PRESETS)}, got {args.data_config!r}")
-    check_output_path(args.out, arg="--out", reuse=True)  # an existing report folder is resumed
-    kwargs = {}
-    if args.quick:
-        kwargs = {
-            "svd_ranks": (1, 4, 16),
-            "kmeans_ks": (4, 16),
-            "max_eval_sentences": 200,
-            "n_fit_sequences": 200,
-        }
-    readme = reproduce_dyck(
-        model_dir=args.model,
-        dataset_dir=args.data,
-        out_dir=args.out,
-        data_config=args.data_config,
-        **kwargs,
+
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    from hf_illusions.reproduce import (
+        DEFAULT_CIRCUIT_SLACKS,
+        DEFAULT_IB_KS,
+        check_families,
+        reproduce_code,
+        reproduce_dyck,
     )
+    from hf_illusions.train import task_presets
+
+    model, data, data_config, out = (
+        given or default
+        for given, default in zip(
+            (args.model, args.data, args.data_config, args.out), REPRODUCE_DEFAULTS[args.task], strict=True
+        )
+    )
+    presets = task_presets(args.task)
+    if data_config not in presets:
+        raise SettingsError(
+            f"--data_config must be one of {sorted(presets)} for {args.task}, got {data_config!r}"
+        )
+    check_output_path(out, arg="--out", reuse=True)  # an existing report folder is resumed
+    kwargs: dict = {"simplifiers": check_families(args.simplifiers) if args.simplifiers else None}
+    if args.task == "dyck":
+        kwargs |= {"interaction_basis_ks": DEFAULT_IB_KS, "circuit_slacks": DEFAULT_CIRCUIT_SLACKS}
+    if args.quick:
+        kwargs |= {"svd_ranks": (1, 4, 16), "kmeans_ks": (4, 16), "max_eval_sentences": 200}
+        kwargs |= {"n_fit_sequences": 200 if args.task == "dyck" else 50}
+        if args.task == "dyck":
+            kwargs |= {"interaction_basis_ks": (16,), "circuit_slacks": (0.1,)}
+    run = reproduce_dyck if args.task == "dyck" else reproduce_code
+    readme = run(model_dir=model, dataset_dir=data, out_dir=out, data_config=data_config, **kwargs)
     print(f"report: {readme}")
 
 
 def cmd_card(args: argparse.Namespace) -> None:
-    from hf_illusions.cards import evaluate_checkpoint, write_model_card
+    """Model card for a Dyck or code checkpoint; the task comes from --data (or from --results)."""
+    from hf_illusions.cards import (
+        data_task,
+        evaluate_checkpoint,
+        read_results,
+        results_task,
+        write_model_card,
+    )
     from hf_illusions.checkpoints import load_checkpoint
 
     run = Path(args.run) if args.run else None
+    step = None
+    state = Path(args.path).parent / "trainer_state.json"
+    if state.is_file():  # a <run>/checkpoint-N/model folder: describe step N, not the run's latest
+        try:
+            step = int(json.loads(state.read_text())["step"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            raise PathError(f"{str(state)!r} is not a valid trainer_state.json: {err!r}") from None
     train_args, final_loss = {}, None
     if run is not None:
         missing = [f for f in ("train_args.json", "metrics.jsonl") if not (run / f).is_file()]
@@ -198,15 +245,19 @@ def cmd_card(args: argparse.Namespace) -> None:
             raise PathError(
                 f"--run {str(run)!r} holds a corrupt train_args.json or metrics.jsonl: {err}"
             ) from None
+        if step is not None:  # the run may have trained on since the checkpoint was saved
+            losses = [x for x in losses if x.get("step", 0) <= step]
         final_loss = losses[-1]["loss"] if losses else None
     if args.results:  # re-render from saved numbers (e.g. the folder's eval_results.json)
-        from hf_illusions.cards import read_results
-
         accuracy = read_results(args.results)
+        task = results_task(accuracy)
     else:
-        accuracy = evaluate_checkpoint(load_checkpoint(args.path), args.data, progress=True)
-    readme = write_model_card(args.path, accuracy, train_args, args.command, final_loss, args.wall_time)
-    print(f"wrote {readme}")
+        task = data_task(args.data)
+        model = load_checkpoint(args.path)
+        accuracy = evaluate_checkpoint(model, args.data, progress=True, max_sentences=args.max_sentences)
+    command = args.command or f"accelerate launch scripts/train.py --task {task}"
+    readme = write_model_card(args.path, accuracy, train_args, command, final_loss, args.wall_time, step=step)
+    print(f"wrote {readme} ({task} model card)")
 
 
 def cmd_card_dataset(args: argparse.Namespace) -> None:
@@ -315,11 +366,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=cmd_evaluate)
 
     reproduce = sub.add_parser("reproduce", help="data -> model -> simplifiers -> faithfulness report")
-    reproduce.add_argument("task", choices=["dyck"])
-    reproduce.add_argument("--model", default=str(DEFAULT_DYCK_CHECKPOINT))
-    reproduce.add_argument("--data", default="dyck-illusions")
-    reproduce.add_argument("--data_config", default="dyck-20-10")
-    reproduce.add_argument("--out", default="reports/dyck")
+    reproduce.add_argument("task", choices=sorted(REPRODUCE_DEFAULTS))
+    reproduce.add_argument("--model", default=None, help="default: checkpoints/<task>")
+    reproduce.add_argument("--data", default=None, help="default: dyck-illusions / code-illusions")
+    reproduce.add_argument("--data_config", default=None, help="preset built when --data is missing")
+    reproduce.add_argument("--out", default=None, help="default: reports/<task>")
+    reproduce.add_argument(
+        "--simplifiers",
+        type=lambda text: text.split(","),
+        default=None,
+        help="comma-separated families: svd,kmeans,onehot,interaction_basis,sparse_circuit "
+        "(default: all for dyck; svd,kmeans,onehot for code)",
+    )
     reproduce.add_argument("--quick", action="store_true", help="fewer settings and sentences (a smoke run)")
     reproduce.set_defaults(func=cmd_reproduce)
 
@@ -327,11 +385,19 @@ def build_parser() -> argparse.ArgumentParser:
     kinds = cards.add_subparsers(dest="card_kind", required=True)
     card = kinds.add_parser("model", help="measure a checkpoint and render its model card")
     card.add_argument("path")
-    card.add_argument("--data", default="dyck-illusions")
+    card.add_argument(
+        "--data", default="dyck-illusions", help="dyck-illusions or code-illusions folder (picks the card)"
+    )
     card.add_argument("--results", help="render from this eval_results.json instead of measuring")
     card.add_argument("--run", help="the training output_dir (train_args.json, metrics.jsonl)")
-    card.add_argument("--command", default="accelerate launch scripts/train.py --task dyck")
-    card.add_argument("--wall_time", default="unknown")
+    card.add_argument(
+        "--command", default=None, help="the training command (default: scripts/train.py --task <task>)"
+    )
+    card.add_argument("--wall-time", "--wall_time", dest="wall_time", default="unknown")
+    card.add_argument(
+        "--max-sentences", "--max_sentences", dest="max_sentences", type=positive_int, default=None,
+        help="measure on the first N sentences/windows of each split (default: all)",
+    )  # fmt: skip
     card.set_defaults(func=cmd_card)
     card = kinds.add_parser("dataset", help="re-render a dataset folder's card from its files")
     card.add_argument("path", nargs="?", default="dyck-illusions")

@@ -29,6 +29,9 @@ HUB_REPO_IDS = {
     "dataset": "hf-illusions/dyck-illusions",
     "space": "hf-illusions/interpretability-illusions",
     "metric": "hf-illusions/faithfulness",
+    # the code task's artifacts (not `push` kinds: `push model --repo-id` names them explicitly)
+    "code_model": "hf-illusions/code-transformer",
+    "code_dataset": "hf-illusions/code-illusions",
 }
 
 #: Never uploaded: local caches, interrupted writes, training state that is not the model.

@@ -17,15 +17,36 @@ from pathlib import Path
 
 ORIGINAL = "original"
 IID_SPLIT = "test_iid"
-HEADLINE_GROUPS = ("close", "long_distance")
+HEADLINE_GROUPS = ("close", "long_distance")  # Dyck; results.json says which groups a task scores
 FAMILY_TITLES = {
     "svd": "SVD (low-rank keys/queries)",
     "kmeans": "k-means (clustered keys/queries)",
     "interaction_basis": "interaction basis (residual stream, Bushnaq et al. 2024)",
+    "sparse_circuit": "pruned circuit (node masks, mean ablation; Gao et al. 2025)",
     "onehot": "one-hot attention",
     "onehot_layer": "one-hot attention in one layer",
+    "copy_head_svd": "SVD of the copying head only",
+    "copy_head_onehot": "one-hot attention in the copying head only",
 }
 PLOTS = ("jsd_vs_rank.png", "agreement_vs_rank.png", "accuracy_per_split.png", "gap.png")
+CODE_PLOTS = ("jsd_per_type.png", "gap_per_type.png")
+SCORING = {
+    "dyck": "Accuracy of the argmax among closing brackets (Murty et al.'s scoring).",
+    "code": "Accuracy of the full-vocabulary argmax for the next character, per prediction type.",
+}
+
+
+def headline(results: Mapping) -> tuple[str, str]:
+    """The two groups a task's numbers are headlined by (Dyck: close / long_distance)."""
+    groups = (results.get("evaluation") or {}).get("headline_groups") or HEADLINE_GROUPS
+    first, second = tuple(groups)[:2]
+    return first, second
+
+
+def type_groups_of(results: Mapping) -> list[str]:
+    """Code: the prediction types present in the results (every group except ``all``), in order."""
+    first = next(iter(results["splits"].values()), {}).get(ORIGINAL, {})
+    return [g for g in first if g not in ("all", "attention_jsd") and isinstance(first[g], Mapping)]
 
 
 # ---------------------------------------------------------------- reading the results dict
@@ -59,13 +80,14 @@ def families(results: Mapping) -> dict[str, list[str]]:
 
 
 def representative_proxies(
-    results: Mapping, min_iid_agreement: float = 0.9, group: str = "close"
+    results: Mapping, min_iid_agreement: float = 0.9, group: str | None = None
 ) -> dict[str, str]:
     """Per family, the smallest setting whose IID agreement reaches ``min_iid_agreement``.
 
     That is the proxy a reader would accept as "faithful" in distribution — exactly the one whose
     OOD behaviour the paper asks about. If no setting gets there, the largest one is used.
     """
+    group = group or headline(results)[0]
     out = {}
     for family, names in families(results).items():
         good = [n for n in names if value(results, IID_SPLIT, n, group, "agreement") >= min_iid_agreement]
@@ -74,9 +96,10 @@ def representative_proxies(
 
 
 def generalization_gap(
-    results: Mapping, group: str = "close", reference: str = IID_SPLIT
+    results: Mapping, group: str | None = None, reference: str = IID_SPLIT
 ) -> dict[str, dict[str, dict[str, float]]]:
     """``{proxy: {ood_split: {"jsd": JSD_ood − JSD_iid, "agreement": agr_ood − agr_iid}}}``."""
+    group = group or headline(results)[0]
     gaps: dict[str, dict[str, dict[str, float]]] = {}
     for name in results["proxies"]:
         iid = {m: value(results, reference, name, group, m) for m in ("jsd", "agreement")}
@@ -132,28 +155,20 @@ def _faithfulness_cell(results: Mapping, split: str, name: str, group: str) -> s
 def markdown_tables(results: Mapping) -> str:
     """Sections of the report: original accuracy, faithfulness per family, attention JSD, gaps."""
     splits, ood = splits_of(results), ood_splits(results)
-    parts = [
-        "## Original model accuracy",
-        "Accuracy of the argmax among closing brackets (Murty et al.'s scoring).",
-    ]
+    groups = headline(results)
+    parts = ["## Original model accuracy", SCORING.get(results.get("task"), "")]
     rows = [
-        [
-            s,
-            *(
-                f"{_fmt(value(results, s, ORIGINAL, g, 'accuracy'))} (n={_n(results, s, g)})"
-                for g in HEADLINE_GROUPS
-            ),
-        ]
+        [s, *(f"{_fmt(value(results, s, ORIGINAL, g, 'accuracy'))} (n={_n(results, s, g)})" for g in groups)]
         for s in splits
     ]
-    parts.append(_table(["split", *HEADLINE_GROUPS], rows))
+    parts.append(_table(["split", *groups], rows))
 
     parts.append(
         "## Output faithfulness per simplifier\n\nEach cell: output JSD / agreement with the "
         "original's argmax / proxy accuracy. The `original` row gives the original's accuracy."
     )
     for family, names in families(results).items():
-        for group in HEADLINE_GROUPS:
+        for group in groups:
             rows = [
                 [f"`{n}`", *(_faithfulness_cell(results, s, n, group) for s in splits)]
                 for n in [ORIGINAL, *names]
@@ -173,7 +188,7 @@ def markdown_tables(results: Mapping) -> str:
         ]
         parts += [f"### Layer {layer}", _table(["proxy", *splits], rows)]
 
-    for group in HEADLINE_GROUPS:
+    for group in groups:
         parts.append(
             f"## Generalization gap — `{group}` positions\n\nEach cell: JSD(split) − JSD({IID_SPLIT}) / "
             f"agreement(split) − agreement({IID_SPLIT}). Positive JSD gaps and negative agreement gaps "
@@ -185,6 +200,95 @@ def markdown_tables(results: Mapping) -> str:
         ]
         parts.append(_table(["proxy", *ood], rows))
     return "\n\n".join(parts) + "\n"
+
+
+def code_tables(results: Mapping) -> str:
+    """Code: per split × prediction type, the original's accuracy and representative proxies' faithfulness."""
+    types, reps = type_groups_of(results), representative_proxies(results)
+    parts = [
+        "## Faithfulness per prediction type\n\nPer split, the original's accuracy and, for the "
+        "representative setting of each family (as in the plots), output JSD / agreement, for the "
+        "characters of each prediction type."
+    ]
+    for split in splits_of(results):
+        rows = [["n", *(str(_n(results, split, t)) for t in types)]]
+        rows.append(
+            ["`original` accuracy", *(_fmt(value(results, split, ORIGINAL, t, "accuracy")) for t in types)]
+        )
+        rows += [
+            [
+                f"`{name}`",
+                *(
+                    f"{_jsd(value(results, split, name, t, 'jsd'))} / "
+                    f"{_fmt(value(results, split, name, t, 'agreement'))}"
+                    for t in types
+                ),
+            ]
+            for name in reps.values()
+        ]
+        parts += [f"### `{split}`", _table(["", *types], rows)]
+    gaps = type_gaps(results)
+    parts += [
+        "### Mean output-JSD gap per type (OOD − IID, whole-model SVD/k-means/one-hot proxies)",
+        _table(
+            ["type", "gap"], [[f"`{t}`", _jsd(gaps[t], True)] for t in sorted(gaps, key=lambda t: -gaps[t])]
+        ),
+    ]
+    heads = (results.get("analyses") or {}).get("heads")
+    if heads:
+        copy = heads["copy_head"]
+        rows = [
+            [str(layer), *(f"{ind:.3f} / {prev:.3f}" for ind, prev in zip(ind_row, prev_row, strict=True))]
+            for layer, (ind_row, prev_row) in enumerate(
+                zip(heads["induction"], heads["previous_token"], strict=True)
+            )
+        ]
+        parts += [
+            "## The copying head\n\nInduction / previous-token attention score of every head on a random "
+            f"string repeated twice ({heads['settings']['n_sequences']} strings of "
+            f"{heads['settings']['copy_length']} characters). Copying head: **layer {copy['layer']}, head "
+            f"{copy['head']}**.",
+            _table(["layer", *(f"head {h}" for h in range(len(heads["induction"][0])))], rows),
+        ]
+        copy_proxies = [n for n, r in results["proxies"].items() if r["family"].startswith("copy_head")]
+        if copy_proxies:
+            rows = [
+                [f"`{n}`", *(f"{_faithfulness_cell(results, sp, n, 'identifier_repeat')} ‖ "
+                             f"{_faithfulness_cell(results, sp, n, 'all')}" for sp in splits_of(results))]
+                for n in copy_proxies
+            ]  # fmt: skip
+            parts += [
+                "### Proxies of the copying head alone: `identifier_repeat` ‖ `all` characters\n\n"
+                "Each side: output JSD / agreement / accuracy.",
+                _table(["proxy", *splits_of(results)], rows),
+            ]
+    return "\n\n".join(parts) + "\n"
+
+
+def circuit_table(results: Mapping) -> str:
+    """Pruned circuits: target, kept nodes and edges (the size the faithfulness numbers are paid with)."""
+    rows = []
+    for name, rec in results["proxies"].items():
+        size = (rec.get("fitted") or {}).get("circuit_size")
+        if not size:
+            continue
+        rows.append(
+            [
+                f"`{name}`",
+                _fmt(rec["settings"].get("target_loss"), 4),
+                _fmt(size.get("loss"), 4),
+                f"{size['nodes']} / {size['total_nodes']}",
+                f"{size['edges']} / {size['total_edges']}",
+            ]
+        )
+    if not rows:
+        return ""
+    return (
+        "## Pruned circuits\n\nNode masks learned on the training distribution (mean ablation of "
+        "pruned nodes); the smallest circuit whose loss stays under the target.\n\n"
+        + _table(["circuit", "target loss", "circuit loss", "nodes kept / total", "edges kept / total"], rows)
+        + "\n"
+    )
 
 
 def _n(results: Mapping, split: str, group: str) -> int:
@@ -202,8 +306,9 @@ def _monotone(xs: Sequence[float], decreasing: bool, tol: float = 1e-9) -> bool:
     return all((b <= a + tol) if decreasing else (b >= a - tol) for a, b in itertools.pairwise(xs))
 
 
-def findings(results: Mapping, group: str = "close") -> list[str]:
+def findings(results: Mapping, group: str | None = None) -> list[str]:
     """Measured statements for the report's findings paragraph — computed, never asserted a priori."""
+    group = group or headline(results)[0]
     out = []
     ood = ood_splits(results)
     gaps = generalization_gap(results, group)
@@ -235,16 +340,54 @@ def findings(results: Mapping, group: str = "close") -> list[str]:
             f"{len(mono)} of {len(splits_of(results))} splits{tail}."
         )
     depth = "test_unseen_depth"
-    if "onehot" in results["proxies"] and depth in results["splits"]:
-        for g in HEADLINE_GROUPS:
-            a_p, a_o = (value(results, depth, m, g, "accuracy") for m in ("onehot", ORIGINAL))
+    if depth in results["splits"]:
+        for family, name in representative_proxies(results).items():
+            a_p, a_o = (value(results, depth, m, group, "accuracy") for m in (name, ORIGINAL))
             if math.isnan(a_p) or math.isnan(a_o):
                 continue
-            verb = "exceeds" if a_p > a_o else ("equals" if a_p == a_o else "does not exceed")
-            out.append(
-                f"On `{depth}` (`{g}`), the one-hot proxy's accuracy ({_fmt(a_p)}) {verb} the "
-                f"original's ({_fmt(a_o)})."
+            verb = (
+                "over-generalizes (higher accuracy than the original)"
+                if a_p > a_o
+                else ("matches the original" if a_p == a_o else "under-generalizes")
             )
+            out.append(f"On `{depth}` (`{group}`), `{name}` ({family}) {verb}: {_fmt(a_p)} vs {_fmt(a_o)}.")
+    if results.get("task") == "code":
+        out += type_findings(results)
+    return out
+
+
+def type_gaps(results: Mapping) -> dict[str, float]:
+    """Code: per prediction type, the mean output-JSD gap (OOD − IID) over proxies and OOD splits."""
+    names = [n for n in results["proxies"] if results["proxies"][n]["family"] in ("svd", "kmeans", "onehot")]
+    out = {}
+    for group in type_groups_of(results):
+        gaps = generalization_gap(results, group)
+        out[group] = _mean([gaps[n][s]["jsd"] for n in names for s in ood_splits(results)])
+    return out
+
+
+def type_findings(results: Mapping) -> list[str]:
+    """Which prediction type shows the largest generalization gap (the paper: repeated identifiers)."""
+    gaps = {g: v for g, v in type_gaps(results).items() if not math.isnan(v)}
+    if not gaps:
+        return []
+    ranked = sorted(gaps, key=gaps.get, reverse=True)
+    rank = ranked.index("identifier_repeat") + 1 if "identifier_repeat" in ranked else None
+    out = [
+        "Per prediction type (mean output-JSD gap over the whole-model SVD/k-means/one-hot proxies and "
+        f"the OOD splits), the largest gap is on `{ranked[0]}` ({_jsd(gaps[ranked[0]], True)}); "
+        + (
+            f"`identifier_repeat` ranks {rank} of {len(ranked)} ({_jsd(gaps['identifier_repeat'], True)})."
+            if rank
+            else "`identifier_repeat` has no positions."
+        )
+    ]
+    copy = (results.get("analyses") or {}).get("heads", {}).get("copy_head")
+    if copy:
+        out.append(
+            f"The copying head is layer {copy['layer']} head {copy['head']} (induction score "
+            f"{_fmt(copy['induction_score'])} on repeated random text)."
+        )
     return out
 
 
@@ -257,7 +400,8 @@ def _header(results: Mapping) -> str:
     m, d = results.get("model", {}), results.get("dataset", {})
     timing = results.get("timing", {})
     lines = [
-        "# Dyck reproduction: faithfulness of simplified models per split",
+        f"# {str(results.get('task', 'dyck')).capitalize()} reproduction: "
+        "faithfulness of simplified models per split",
         "",
         "Friedman et al., *Interpretability Illusions in the Generalization of Simplified Models* "
         "(ICML 2024). Generated by `hf_illusions.report` from `results.json`; every number is measured.",
@@ -289,9 +433,10 @@ def _pyplot():
 
 
 def plot_metric_vs_setting(
-    results: Mapping, path: str | Path, metric: str = "jsd", group: str = "close"
+    results: Mapping, path: str | Path, metric: str = "jsd", group: str | None = None
 ) -> Path:
     """Output ``metric`` vs SVD rank (left) and vs k-means k (right), one line per split, log₂ x."""
+    group = group or headline(results)[0]
     fams = families(results)
     fig, axes = _pyplot().subplots(1, 2, figsize=(11, 4.2), sharey=True)
     label = {"jsd": "output JSD (base 2)", "agreement": "agreement with original"}.get(metric, metric)
@@ -329,15 +474,18 @@ def plot_accuracy_per_split(results: Mapping, path: str | Path, min_iid_agreemen
     """Grouped bars: the original vs one representative setting of each family, per split."""
     models = [ORIGINAL, *representative_proxies(results, min_iid_agreement).values()]
     splits = splits_of(results)
-    fig, axes = _pyplot().subplots(1, len(HEADLINE_GROUPS), figsize=(12, 4.5), sharey=True)
-    for ax, group in zip(axes, HEADLINE_GROUPS, strict=True):
+    groups = headline(results)
+    fig, axes = _pyplot().subplots(1, len(groups), figsize=(12, 4.5), sharey=True)
+    for ax, group in zip(axes, groups, strict=True):
         series = {
             _iid_label(results, m): [value(results, s, m, group, "accuracy") for s in splits] for m in models
         }
         _grouped_bars(ax, splits, series)
         ax.set_title(f"accuracy — {group} positions")
         ax.set_ylim(0, 1.05)
-    axes[0].set_ylabel("accuracy (argmax among closing brackets)")
+    axes[0].set_ylabel(
+        "accuracy (closing-bracket argmax)" if results.get("task", "dyck") == "dyck" else "accuracy"
+    )
     _legend_below(fig, axes[0])
     fig.suptitle(
         f"Original vs proxies: per family, the smallest setting with IID agreement ≥ {min_iid_agreement}"
@@ -347,9 +495,10 @@ def plot_accuracy_per_split(results: Mapping, path: str | Path, min_iid_agreemen
 
 
 def plot_gap(
-    results: Mapping, path: str | Path, group: str = "close", min_iid_agreement: float = 0.9
+    results: Mapping, path: str | Path, group: str | None = None, min_iid_agreement: float = 0.9
 ) -> Path:
     """Generalization gap per OOD split for the representative proxies: ΔJSD and Δagreement."""
+    group = group or headline(results)[0]
     reps = representative_proxies(results, min_iid_agreement).values()
     gaps, ood = generalization_gap(results, group), ood_splits(results)
     fig, axes = _pyplot().subplots(1, 2, figsize=(12, 4.5))
@@ -363,11 +512,47 @@ def plot_gap(
     return _save(fig, path)
 
 
+def plot_jsd_per_type(results: Mapping, path: str | Path, min_iid_agreement: float = 0.9) -> Path:
+    """Code: output JSD per prediction type, one panel per split, one bar per representative proxy."""
+    types, splits = type_groups_of(results), splits_of(results)
+    reps = representative_proxies(results, min_iid_agreement).values()
+    fig, axes = _pyplot().subplots(1, len(splits), figsize=(5 * len(splits), 4.5), sharey=True, squeeze=False)
+    for ax, split in zip(axes[0], splits, strict=True):
+        _grouped_bars(
+            ax,
+            types,
+            {_iid_label(results, n): [value(results, split, n, t, "jsd") for t in types] for n in reps},
+        )
+        ax.set_title(split)
+    axes[0][0].set_ylabel("output JSD (base 2)")
+    _legend_below(fig, axes[0][0])
+    fig.suptitle("Output JSD per prediction type and split (representative proxies)")
+    return _save(fig, path)
+
+
+def plot_gap_per_type(results: Mapping, path: str | Path, min_iid_agreement: float = 0.9) -> Path:
+    """Code: per prediction type, each representative proxy's JSD gap averaged over the OOD splits."""
+    types, ood = type_groups_of(results), ood_splits(results)
+    reps = representative_proxies(results, min_iid_agreement).values()
+    series = {}
+    for name in reps:
+        per_type = {t: generalization_gap(results, t)[name] for t in types}
+        series[_iid_label(results, name)] = [_mean([per_type[t][s]["jsd"] for s in ood]) for t in types]
+    fig, ax = _pyplot().subplots(figsize=(11, 4.5))
+    _grouped_bars(ax, types, series)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_ylabel(f"JSD(OOD) − JSD({IID_SPLIT}), mean over OOD splits")
+    _legend_below(fig, ax)
+    fig.suptitle("Generalization gap per prediction type")
+    return _save(fig, path)
+
+
 def _iid_label(results: Mapping, name: str) -> str:
     """Legend entry that shows the IID agreement the representative was chosen by (it may fall short)."""
     if name == ORIGINAL:
         return name
-    return f"{name} (IID agreement {_fmt(value(results, IID_SPLIT, name, 'close', 'agreement'))})"
+    agreement = value(results, IID_SPLIT, name, headline(results)[0], "agreement")
+    return f"{name} (IID agreement {_fmt(agreement)})"
 
 
 def _legend_below(fig, ax) -> None:
@@ -394,15 +579,24 @@ def write_report(results: dict, out_dir: str | Path) -> Path:
     plot_metric_vs_setting(results, out_dir / "agreement_vs_rank.png", "agreement")
     plot_accuracy_per_split(results, out_dir / "accuracy_per_split.png")
     plot_gap(results, out_dir / "gap.png")
+    figures = (
+        "![output JSD vs rank](jsd_vs_rank.png)\n\n![agreement vs rank](agreement_vs_rank.png)\n\n"
+        "![accuracy per split](accuracy_per_split.png)\n\n![generalization gap](gap.png)"
+    )
+    sections = [markdown_tables(results), circuit_table(results)]
+    if results.get("task") == "code":
+        plot_jsd_per_type(results, out_dir / "jsd_per_type.png")
+        plot_gap_per_type(results, out_dir / "gap_per_type.png")
+        figures += "\n\n![JSD per type](jsd_per_type.png)\n\n![gap per type](gap_per_type.png)"
+        sections.insert(0, code_tables(results))
     facts = findings(results)
     text = "\n\n".join(
         [
             _header(results),
             "## Findings (computed from the numbers below)\n\n"
             + (" ".join(facts) or "No comparisons available."),
-            "![output JSD vs rank](jsd_vs_rank.png)\n\n![agreement vs rank](agreement_vs_rank.png)\n\n"
-            "![accuracy per split](accuracy_per_split.png)\n\n![generalization gap](gap.png)",
-            markdown_tables(results),
+            figures,
+            *(section for section in sections if section),
         ]
     )
     readme = out_dir / "README.md"

@@ -23,7 +23,7 @@ import json
 import math
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -155,6 +155,37 @@ def weights_hash(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+FAMILIES = ("svd", "kmeans", "onehot", "interaction_basis", "sparse_circuit")
+#: what ``reproduce dyck`` fits by default: the paper's families plus both beyond-the-paper ones
+DEFAULT_DYCK_FAMILIES = FAMILIES
+DEFAULT_IB_KS = (8, 16, 32)
+#: circuit targets, as allowed next-token loss increase (nats) over the model's own loss
+DEFAULT_CIRCUIT_SLACKS = (0.02, 0.1)
+
+
+def check_families(simplifiers: Sequence[str]) -> list[str]:
+    """The simplifier families asked for, checked against :data:`FAMILIES` (order kept)."""
+    chosen = [s.strip() for s in simplifiers if s.strip()]
+    unknown = [s for s in chosen if s not in FAMILIES]
+    if unknown or not chosen:
+        raise SettingsError(
+            f"simplifiers must be a non-empty subset of {list(FAMILIES)}, got {list(simplifiers)}"
+        )
+    return list(dict.fromkeys(chosen))
+
+
+@dataclass
+class Workload:
+    """What a task hands the shared reproduction loop: scoring, fitting rows, splits, bookkeeping."""
+
+    task: Any
+    fit_rows: Any  # a datasets.Dataset with input_ids (the training prefix the simplifiers fit on)
+    split_sequences: dict[str, list[list[int]]]
+    dataset: dict  # results["dataset"]
+    settings: dict = field(default_factory=dict)  # task settings that determine the numbers
+    analyses: dict = field(default_factory=dict)  # extra measured facts for the report (e.g. heads)
+
+
 def reproduce_dyck(
     model_dir: str | Path,
     dataset_dir: str | Path = "dyck-illusions",
@@ -171,27 +202,27 @@ def reproduce_dyck(
     progress: bool = True,
     save_proxies: bool = False,
     interaction_basis_ks: Sequence[int] = (),
+    circuit_slacks: Sequence[float] = (),
+    simplifiers: Sequence[str] | None = None,
 ) -> Path:
     """Run the whole Dyck reproduction and return the path of the report's README.md.
 
     ``dataset_dir`` is built with preset ``data_config`` if missing. SVD ranks above the model's
     ``d_head`` are capped at ``d_head``. ``max_eval_sentences`` keeps the first sentences of each
     test split (``None`` = all); ``max_batch_tokens`` only trades memory for speed and is not
-    part of the resume fingerprint. ``interaction_basis_ks`` adds interaction-basis proxies
-    (beyond the paper; none by default).
+    part of the resume fingerprint. Beyond the paper, ``interaction_basis_ks`` adds
+    interaction-basis proxies and ``circuit_slacks`` pruned circuits (target loss = the model's
+    loss + slack); ``simplifiers`` keeps only the named families (``None`` = every family
+    whose sweep is non-empty).
     """
     from hf_illusions.checkpoints import check_model_fits, load_checkpoint
     from hf_illusions.data.dyck import PRESETS, TEST_SPLITS, TRAIN_SPLIT
     from hf_illusions.data.hub_folder import load_folder, write_dyck_folder
     from hf_illusions.data.verify import verify_dyck_folder
-    from hf_illusions.report import write_report
 
     start = time.perf_counter()
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
-    if n_fit_sequences < 1:
-        raise SettingsError(f"n_fit_sequences must be >= 1, got {n_fit_sequences}")
-    if max_eval_sentences is not None and max_eval_sentences < 1:
-        raise SettingsError(f"max_eval_sentences must be >= 1 or None, got {max_eval_sentences}")
+    _check_sizes(n_fit_sequences, max_eval_sentences)
     if data_config not in PRESETS:
         raise SettingsError(f"data_config must be one of {sorted(PRESETS)}, got {data_config!r}")
     check_output_path(out_dir, arg="out_dir", reuse=True)  # an existing report folder is resumed
@@ -227,22 +258,211 @@ def reproduce_dyck(
     task = DyckTask(n_types=int(data_settings.get("n_types", 20)), long_threshold=LONG_THRESHOLD)
     longest = max(len(s) for s in [*fit_rows["input_ids"], *itertools.chain(*split_sequences.values())])
     check_model_fits(model, task.vocab.size, longest, f"the data in {str(dataset_dir)!r}")
+    from hf_illusions.data.dyck import settings_dict
 
+    workload = Workload(
+        task=task,
+        fit_rows=fit_rows,
+        split_sequences=split_sequences,
+        dataset={
+            "dir": str(dataset_dir),
+            "config": _preset_name(data_settings, PRESETS, settings_dict),
+            "built_now": built,
+            "settings": data_settings,
+        },
+        settings={"long_threshold": task.long_threshold},
+    )
+    families = check_families(simplifiers) if simplifiers is not None else list(FAMILIES)
     specs = proxy_specs(
         model.config.d_head,
-        svd_ranks,
-        kmeans_ks,
-        onehot,
+        svd_ranks if "svd" in families else (),
+        kmeans_ks if "kmeans" in families else (),
+        onehot and "onehot" in families,
         layers,
         n_fit_sequences,
         n_layer=model.config.n_layer,
-        interaction_basis_ks=interaction_basis_ks,
+        interaction_basis_ks=interaction_basis_ks if "interaction_basis" in families else (),
     )
+    if "sparse_circuit" in families:
+        specs += circuit_specs(model, fit_rows, circuit_slacks, n_fit_sequences)
+    return run_reproduction(
+        model, model_dir, workload, specs, out_dir, n_fit_sequences, max_eval_sentences, layers,
+        max_batch_tokens, resume, progress, save_proxies, timing, start,
+    )  # fmt: skip
+
+
+CODE_SVD_RANKS = (1, 2, 4, 8, 16, 32)
+CODE_KMEANS_KS = (4, 16, 64)
+COPY_HEAD_SVD_RANKS = (1, 2, 4, 8)
+
+
+def reproduce_code(
+    model_dir: str | Path,
+    dataset_dir: str | Path = "code-illusions",
+    out_dir: str | Path = "reports/code",
+    data_config: str = "code-py",
+    svd_ranks: Sequence[int] = CODE_SVD_RANKS,
+    kmeans_ks: Sequence[int] = CODE_KMEANS_KS,
+    onehot: bool = True,
+    copy_head_ranks: Sequence[int] = COPY_HEAD_SVD_RANKS,
+    n_fit_sequences: int = 250,
+    max_eval_sentences: int | None = 600,
+    max_batch_tokens: int = 16384,
+    resume: bool = True,
+    progress: bool = True,
+    save_proxies: bool = False,
+    simplifiers: Sequence[str] | None = None,
+) -> Path:
+    """The code reproduction (Friedman et al. 2024, §5): faithfulness per split × prediction type.
+
+    Same loop as :func:`reproduce_dyck`, on ``code-illusions`` windows (``n_fit_sequences``
+    windows of 256 characters ≈ 64k fitting vectors per head). Before fitting, the copying
+    (induction) head is found with :func:`hf_illusions.tasks.copying.head_scores`; besides the
+    whole-model sweeps, that head alone is simplified (SVD at ``copy_head_ranks``, one-hot), so
+    its proxies' faithfulness on ``identifier_repeat`` can be read separately.
+    """
+    from hf_illusions.checkpoints import check_model_fits, load_checkpoint
+    from hf_illusions.data import code
+    from hf_illusions.data.code_folder import verify_code_folder, write_code_folder
+    from hf_illusions.data.hub_folder import load_folder
+    from hf_illusions.simplify import OneHotSimplifier, SVDSimplifier
+    from hf_illusions.tasks.code import CodeTask
+    from hf_illusions.tasks.copying import head_scores
+
+    start = time.perf_counter()
+    dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
+    _check_sizes(n_fit_sequences, max_eval_sentences)
+    if data_config not in code.PRESETS:
+        raise SettingsError(f"data_config must be one of {sorted(code.PRESETS)}, got {data_config!r}")
+    check_output_path(out_dir, arg="out_dir", reuse=True)
+    timing: dict[str, Any] = {}
+    tick = time.perf_counter()
+    model = load_checkpoint(model_dir)
+    timing["load_model_s"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    built = not dataset_dir.exists()
+    if built:
+        write_code_folder(dataset_dir, config_name=data_config)
+    verification = verify_code_folder(dataset_dir)
+    if not verification["ok"]:
+        raise SplitError(
+            f"dataset {str(dataset_dir)!r} fails verification: {verification['violations'][:3]} "
+            f"(run `hf-illusions data verify {dataset_dir}` for the full report)"
+        )
+    ds = load_folder(dataset_dir)
+    test_splits = [s for s in ("test_iid", *code.OOD_SPLITS) if s in ds]
+    if code.TRAIN_SPLIT not in ds or "test_iid" not in ds:
+        raise SplitError(f"dataset {str(dataset_dir)!r} needs 'train' and 'test_iid' splits, has {list(ds)}")
+    fit_rows = ds[code.TRAIN_SPLIT].select(range(min(n_fit_sequences, len(ds[code.TRAIN_SPLIT]))))
+    split_sequences = {split: _first_sequences(ds[split], max_eval_sentences) for split in test_splits}
+    task = CodeTask.from_dataset({s: ds[s] for s in test_splits})
+    timing["load_data_s"] = time.perf_counter() - tick
+    longest = max(len(s) for s in [*fit_rows["input_ids"], *itertools.chain(*split_sequences.values())])
+    check_model_fits(model, code.VOCAB_SIZE, longest, f"the data in {str(dataset_dir)!r}")
+
+    tick = time.perf_counter()
+    heads = head_scores(model, range(len(code.SPECIALS), code.VOCAB_SIZE), code.BOS_ID)
+    timing["head_scores_s"] = time.perf_counter() - tick
+    copy_layer, copy_head = heads["copy_head"]["layer"], heads["copy_head"]["head"]
+    data_settings = _read_json(dataset_dir / "code_settings.json") or {}
+    workload = Workload(
+        task=task,
+        fit_rows=fit_rows,
+        split_sequences=split_sequences,
+        dataset={
+            "dir": str(dataset_dir),
+            "config": _preset_name(data_settings, code.PRESETS, code.settings_dict),
+            "built_now": built,
+            "settings": data_settings,
+        },
+        settings={"copy_head": [copy_layer, copy_head]},
+        analyses={"heads": heads},
+    )
+    families = check_families(simplifiers) if simplifiers is not None else ["svd", "kmeans", "onehot"]
+    specs = proxy_specs(
+        model.config.d_head,
+        svd_ranks if "svd" in families else (),
+        kmeans_ks if "kmeans" in families else (),
+        onehot and "onehot" in families,
+        None,
+        n_fit_sequences,
+        n_layer=model.config.n_layer,
+    )
+    where = {"layers": [copy_layer], "heads": [copy_head]}
+    if "svd" in families:
+        specs += [
+            ProxySpec(f"copy_svd_r{r}", "copy_head_svd", "rank", r,
+                      SVDSimplifier(rank=r, n_sequences=n_fit_sequences, **where))
+            for r in capped_ranks(copy_head_ranks, model.config.d_head)
+        ]  # fmt: skip
+    if onehot and "onehot" in families:
+        specs.append(ProxySpec("copy_onehot", "copy_head_onehot", None, None, OneHotSimplifier(**where)))
+    return run_reproduction(
+        model, model_dir, workload, specs, out_dir, n_fit_sequences, max_eval_sentences, None,
+        max_batch_tokens, resume, progress, save_proxies, timing, start,
+    )  # fmt: skip
+
+
+def circuit_specs(
+    model: torch.nn.Module, fit_rows: Any, slacks: Sequence[float], n_fit_sequences: int
+) -> list[ProxySpec]:
+    """Pruned-circuit proxies (Gao et al. 2025) whose target loss is the model's own loss + slack.
+
+    The model's loss is measured here on the same rows the pruner fits on, so "slack" reads as
+    "how much worse than the model the circuit may be" on the training distribution.
+    """
+    if not slacks:
+        return []
+    from hf_illusions.sparse.circuit import CircuitPruner, model_loss
+
+    n = min(n_fit_sequences, CircuitPruner.DEFAULT_N_SEQUENCES)
+    base = model_loss(model, fitting_rows(fit_rows, n))
+    return [
+        ProxySpec(
+            f"circuit_{slack:g}".replace(".", "p"),
+            "sparse_circuit",
+            "target_slack",
+            slack,
+            CircuitPruner(target_loss=base + slack, n_sequences=n),
+        )
+        for slack in sorted(set(slacks))
+    ]
+
+
+def fitting_rows(rows: Any, n: int) -> list[list[int]]:
+    """The first ``n`` id lists of a Dataset (or list) of fitting rows."""
+    return [
+        list(r)
+        for r in (rows.select(range(min(n, len(rows))))["input_ids"] if hasattr(rows, "select") else rows[:n])
+    ]
+
+
+def run_reproduction(
+    model: torch.nn.Module,
+    model_dir: str | Path,
+    workload: Workload,
+    specs: Sequence[ProxySpec],
+    out_dir: Path,
+    n_fit_sequences: int,
+    max_eval_sentences: int | None,
+    layers: Sequence[int] | None,
+    max_batch_tokens: int,
+    resume: bool,
+    progress: bool,
+    save_proxies: bool,
+    timing: dict[str, Any],
+    start: float,
+) -> Path:
+    """The loop every task shares: fit lazily, evaluate each split (resumable), write the report."""
+    from hf_illusions.report import write_report
+
+    task, fit_rows, split_sequences = workload.task, workload.fit_rows, workload.split_sequences
     settings = {
         "schema_version": SCHEMA_VERSION,
         "hf_illusions_version": __version__,
         "task": task.name,
-        "long_threshold": task.long_threshold,
+        **workload.settings,
         "model_weights": weights_hash(model),
         "fit_sequences": sequences_hash(fit_rows["input_ids"]),
         "n_fit_sequences": n_fit_sequences,
@@ -257,7 +477,8 @@ def reproduce_dyck(
     timing["fit_s"], timing["evaluate_s"] = {}, {}
     splits_out: dict[str, dict] = {}
     resumed: dict[str, bool] = {}
-    for split in tqdm(TEST_SPLITS, desc="splits", disable=not progress):
+    proxy_info: dict[str, dict] = _read_json(results_dir / "proxy_info.json") or {}
+    for split in tqdm(list(split_sequences), desc="splits", disable=not progress):
         sequences = split_sequences[split]
         split_fp = fingerprint({**settings, "split": split, "sequences": sequences_hash(sequences)})
         path = results_dir / f"{split}.json"
@@ -268,6 +489,8 @@ def reproduce_dyck(
             continue
         if proxies is None:  # fit lazily: a fully resumed run never pays for fitting
             proxies = _fit_all(specs, model, fit_rows, timing["fit_s"], progress)
+            proxy_info = {name: _proxy_info(proxy) for name, proxy in proxies.items()}
+            _write_json(results_dir / "proxy_info.json", proxy_info)
             if save_proxies:
                 for name, proxy in proxies.items():
                     proxy.save_pretrained(out_dir / "proxies" / name)
@@ -298,6 +521,10 @@ def reproduce_dyck(
         timing["evaluate_s"][split] = wall
     timing["total_s"] = time.perf_counter() - start
 
+    proxies_record = {
+        name: {**rec, **({"fitted": proxy_info[name]} if proxy_info.get(name) else {})}
+        for name, rec in settings["proxies"].items()
+    }
     results = {
         "schema_version": SCHEMA_VERSION,
         "task": task.name,
@@ -305,21 +532,20 @@ def reproduce_dyck(
         "model_dir": str(model_dir),
         "model": _model_summary(model, settings["model_weights"]),
         "dataset": {
-            "dir": str(dataset_dir),
-            "config": _preset_name(data_settings),  # what the folder holds, whatever data_config says
-            "built_now": built,
-            "settings": data_settings,
+            **workload.dataset,
             "n_sentences": {split: len(seqs) for split, seqs in split_sequences.items()},
             "n_fit_sequences": len(fit_rows),
         },
         "evaluation": {
             "reference_model": ORIGINAL,
             "iid_split": IID_SPLIT,
-            "long_threshold": task.long_threshold,
+            "headline_groups": list(task.headline_groups),
+            **workload.settings,
             "max_eval_sentences": max_eval_sentences,
             "layers": settings["layers"],
         },
-        "proxies": settings["proxies"],
+        "proxies": proxies_record,
+        "analyses": workload.analyses,
         "splits": splits_out,
         "resumed": resumed,
         "timing": timing,
@@ -327,6 +553,19 @@ def reproduce_dyck(
     }
     _write_json(out_dir / "results.json", results)
     return write_report(results, out_dir)
+
+
+def _proxy_info(proxy: torch.nn.Module) -> dict:
+    """What a fitted proxy knows about itself that its settings do not say (e.g. a circuit's size)."""
+    size = getattr(proxy.config, "circuit_size", None)
+    return {"circuit_size": size} if size else {}
+
+
+def _check_sizes(n_fit_sequences: int, max_eval_sentences: int | None) -> None:
+    if n_fit_sequences < 1:
+        raise SettingsError(f"n_fit_sequences must be >= 1, got {n_fit_sequences}")
+    if max_eval_sentences is not None and max_eval_sentences < 1:
+        raise SettingsError(f"max_eval_sentences must be >= 1 or None, got {max_eval_sentences}")
 
 
 def _fit_all(
@@ -347,13 +586,11 @@ def _first_sequences(split: Any, limit: int | None) -> list[list[int]]:
     return [list(ids) for ids in split.select(range(n))["input_ids"]]
 
 
-def _preset_name(data_settings: dict) -> str:
+def _preset_name(data_settings: dict, presets: Mapping[str, Any], settings_dict: Any) -> str:
     """The preset a dataset folder was built with, or "custom" (or "unknown" without its settings file)."""
-    from hf_illusions.data.dyck import PRESETS, settings_dict
-
     if not data_settings:
         return "unknown"
-    return next((name for name, s in PRESETS.items() if settings_dict(s) == data_settings), "custom")
+    return next((name for name, s in presets.items() if settings_dict(s) == data_settings), "custom")
 
 
 def _model_summary(model: torch.nn.Module, weights: str) -> dict:

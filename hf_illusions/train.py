@@ -42,36 +42,70 @@ from hf_illusions.errors import CheckpointError, PathError, SettingsError
 from hf_illusions.evaluation import evaluate_models
 from hf_illusions.modeling import IllusionConfig, IllusionForCausalLM
 from hf_illusions.paths import check_output_path
+from hf_illusions.sparse.weights import keep_fraction, sparsify_model_, weight_density
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
 TRACKERS = ("auto", "none", "tensorboard", "trackio", "wandb", "aim", "comet_ml", "mlflow", "clearml")
 CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
 
 
+#: Per-task defaults of the settings left as ``None`` in :class:`TrainArgs`: those of the shipped
+#: ``checkpoints/dyck`` and ``checkpoints/code``. A flag given explicitly always wins.
+TASK_DEFAULTS: dict[str, dict[str, object]] = {
+    "dyck": {
+        "dataset_dir": "dyck-illusions",
+        "data_config": "dyck-20-10",
+        "output_dir": "runs/dyck",
+        "d_model": 64,
+        "n_head": 1,
+        "d_mlp": 256,
+        "n_positions": 512,
+        "max_steps": 10000,
+        "max_batch_tokens": 8192,
+    },
+    "code": {  # 4 heads of 32 so that one can copy (previous-token + induction) while others do syntax
+        "dataset_dir": "code-illusions",
+        "data_config": "code-py",
+        "output_dir": "runs/code",
+        "d_model": 128,
+        "n_head": 4,
+        "d_mlp": 512,
+        "n_positions": 257,
+        "max_steps": 5000,
+        "max_batch_tokens": 8224,  # 32 windows of 257 tokens
+    },
+}
+
+
 @dataclass
 class TrainArgs:
-    """Every setting of a run; the defaults are those of the shipped `checkpoints/dyck`."""
+    """Every setting of a run; ``None`` means the task's default (:data:`TASK_DEFAULTS`)."""
 
     task: str = "dyck"
-    dataset_dir: str = "dyck-illusions"
-    data_config: str = "dyck-20-10"  # preset built into dataset_dir when it is missing
-    output_dir: str = "runs/dyck"
+    dataset_dir: str | None = None
+    data_config: str | None = None  # preset built into dataset_dir when it is missing
+    output_dir: str | None = None
     # model
-    d_model: int = 64
+    d_model: int | None = None
     n_layer: int = 2
-    n_head: int = 1
-    d_mlp: int = 256
-    n_positions: int = 512
+    n_head: int | None = None
+    d_mlp: int | None = None
+    n_positions: int | None = None
     attn_implementation: str = "sdpa"
     # optimisation
-    max_steps: int = 10000
-    max_batch_tokens: int = 8192  # padded tokens per *global* batch
+    max_steps: int | None = None
+    max_batch_tokens: int | None = None  # padded tokens per *global* batch
     learning_rate: float = 2e-3
     min_lr_ratio: float = 0.1
     warmup_steps: int = 300
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     seed: int = 0
+    # weight sparsity (Gao et al. 2025): after every optimizer step keep only the largest-magnitude
+    # entries of each block weight matrix; the kept fraction anneals from 1 to 1 - weight_sparsity
+    weight_sparsity: float = 0.0  # fraction of each matrix's entries that end up zero
+    sparsity_anneal_steps: int | None = None  # steps of the linear anneal (None: half of max_steps)
+    min_nonzero_per_row: int = 4  # floor of kept entries per output row, so no unit goes dead
     # bookkeeping
     eval_every: int = 1000
     eval_sentences: int = 500  # per split, for the periodic evaluation
@@ -82,13 +116,21 @@ class TrainArgs:
     report_to: str = "auto"  # "auto" = trackio/tensorboard when installed, "none", or a tracker name
 
     def __post_init__(self) -> None:
-        """Reject impossible settings before any work, naming the flag (:class:`SettingsError`)."""
-        from hf_illusions.data.dyck import PRESETS
-
+        """Fill the task's defaults, then reject impossible settings, naming the flag (SettingsError)."""
+        if self.task not in TASK_DEFAULTS:
+            raise SettingsError(f"--task must be one of {sorted(TASK_DEFAULTS)}, got {self.task!r}")
+        for name, value in TASK_DEFAULTS[self.task].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if self.sparsity_anneal_steps is None:
+            self.sparsity_anneal_steps = self.max_steps // 2
         at_least = {
             **dict.fromkeys(("max_steps", "max_batch_tokens", "eval_every", "save_every", "log_every"), 1),
             **dict.fromkeys(("eval_sentences", "d_model", "n_layer", "n_head", "n_positions"), 1),
-            **dict.fromkeys(("d_mlp", "warmup_steps", "seed"), 0),  # d_mlp 0 = attention-only
+            **dict.fromkeys(
+                ("d_mlp", "warmup_steps", "seed", "sparsity_anneal_steps"), 0
+            ),  # d_mlp 0 = attn-only
+            "min_nonzero_per_row": 1,
         }
         for name, low in at_least.items():
             if getattr(self, name) < low:
@@ -98,16 +140,19 @@ class TrainArgs:
             "max_grad_norm": (lambda v: v > 0, "> 0"),
             "weight_decay": (lambda v: v >= 0, ">= 0"),
             "min_lr_ratio": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+            "weight_sparsity": (lambda v: 0 <= v < 1, "in [0, 1)"),
         }.items():
             value = getattr(self, name)
             if not (math.isfinite(value) and ok(value)):
                 raise SettingsError(f"--{name} must be a finite number {bound}, got {value}")
         if self.d_model % self.n_head:
             raise SettingsError(f"--d_model ({self.d_model}) must be divisible by --n_head ({self.n_head})")
-        if self.task != "dyck":
-            raise SettingsError(f"--task must be 'dyck' (code arrives with the code task), got {self.task!r}")
-        if self.data_config not in PRESETS:
-            raise SettingsError(f"--data_config must be one of {sorted(PRESETS)}, got {self.data_config!r}")
+        presets = task_presets(self.task)
+        if self.data_config not in presets:
+            raise SettingsError(
+                f"--data_config must be one of {sorted(presets)} for --task {self.task}, "
+                f"got {self.data_config!r}"
+            )
         if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise SettingsError(
                 f"--attn_implementation must be one of {list(ATTN_IMPLEMENTATIONS)}, "
@@ -127,9 +172,18 @@ class TrainArgs:
             if str(f.type) == "bool":
                 parser.add_argument(f"--{f.name}", action="store_true")
                 continue
-            kind = {"int": int, "float": float}.get(str(f.type), str)
+            kind = {"int": int, "float": float}.get(str(f.type).removesuffix(" | None"), str)
             parser.add_argument(f"--{f.name}", type=kind, default=f.default)
         return cls(**vars(parser.parse_args(argv)))
+
+
+def task_presets(task: str) -> dict:
+    """The dataset presets ``--data_config`` may name for ``task``."""
+    if task == "code":
+        from hf_illusions.data.code import PRESETS
+    else:
+        from hf_illusions.data.dyck import PRESETS
+    return PRESETS
 
 
 def load_task_data(args: TrainArgs):
@@ -139,9 +193,23 @@ def load_task_data(args: TrainArgs):
     what to build when the folder is missing), so a model always matches the data it reads.
     """
     from hf_illusions.data.hub_folder import load_folder, read_settings, write_dyck_folder
-    from hf_illusions.data.tokenizer import dyck_tokenizer
+    from hf_illusions.data.tokenizer import code_tokenizer, dyck_tokenizer
+    from hf_illusions.tasks.code import CodeTask
     from hf_illusions.tasks.dyck import DyckTask
 
+    if args.task == "code":
+        from hf_illusions.data.code_folder import write_code_folder
+
+        if not Path(args.dataset_dir).exists():
+            write_code_folder(args.dataset_dir, config_name=args.data_config)
+        ds = load_folder(args.dataset_dir)
+        tokenizer = code_tokenizer(model_max_length=args.n_positions)
+        return (
+            CodeTask.from_dataset({s: d for s, d in ds.items() if s != "train"}),
+            ds,
+            tokenizer,
+            len(tokenizer),
+        )
     if not Path(args.dataset_dir).exists():
         write_dyck_folder(args.dataset_dir, config_name=args.data_config)
     ds = load_folder(args.dataset_dir)
@@ -340,6 +408,9 @@ def main(argv: list[str] | None = None) -> Path:
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        if args.weight_sparsity > 0:
+            keep = keep_fraction(step + 1, args.weight_sparsity, args.sparsity_anneal_steps)
+            sparsify_model_(accelerator.unwrap_model(model), keep, args.min_nonzero_per_row)
         tokens_seen += global_tokens
         interval_loss += loss.detach() * global_tokens / accelerator.num_processes
         interval_tokens += global_tokens
@@ -359,15 +430,18 @@ def main(argv: list[str] | None = None) -> Path:
                 "tokens_per_s": tokens_seen / elapsed,
                 "train_flops_per_s": 6 * n_params * tokens_seen / elapsed,  # nanoGPT's 6N estimate
             }
+            if args.weight_sparsity > 0:
+                record["weight_density"] = weight_density(accelerator.unwrap_model(model))
             bar.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
             log_metrics(accelerator, log_file, record)
         if (done % args.eval_every == 0 or done == args.max_steps) and accelerator.is_main_process:
             record = {"step": done}
             for split, seqs in eval_splits.items():
                 res = evaluate_models(accelerator.unwrap_model(model), seqs, task)["original"]
+                headline, second = task.headline_groups  # e.g. close / long_distance, all / identifier_repeat
                 record |= {
-                    f"{split}/accuracy": res["close"]["accuracy"],
-                    f"{split}/long_accuracy": res["long_distance"]["accuracy"],
+                    f"{split}/accuracy": res[headline]["accuracy"],
+                    f"{split}/{'long' if task.name == 'dyck' else second}_accuracy": res[second]["accuracy"],
                 }
             log_metrics(accelerator, log_file, record)
             accelerator.print(json.dumps(record))
@@ -384,7 +458,9 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 def log_metrics(accelerator: Accelerator, log_file: Path, record: dict) -> None:
-    accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
+    """To the trackers and ``metrics.jsonl``; NaN (a group with no positions yet) is logged as null."""
+    record = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in record.items()}
+    accelerator.log({k: v for k, v in record.items() if k != "step" and v is not None}, step=record["step"])
     if accelerator.is_main_process:
         with log_file.open("a") as fh:
             fh.write(json.dumps(record) + "\n")

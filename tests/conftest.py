@@ -48,6 +48,14 @@ def tiny_dyck_dir(tmp_path_factory):
     return write_dyck_folder(tmp_path_factory.mktemp("data") / "dyck-illusions", config_name="tiny")
 
 
+@pytest.fixture(scope="session")
+def tiny_code_dir(tmp_path_factory):
+    """The `tiny` code preset (a few files of 3 packages + held-out ones), written once per session."""
+    from hf_illusions.data.code_folder import write_code_folder
+
+    return write_code_folder(tmp_path_factory.mktemp("code") / "code-illusions", config_name="tiny")
+
+
 @pytest.fixture
 def tiny_model():
     """A random 2-layer, 2-head model over the Dyck-20 vocabulary (seeded)."""

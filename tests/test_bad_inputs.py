@@ -339,7 +339,12 @@ TRAIN_FLAGS = [
     ("lr_negative", "--learning_rate=-1e-3", "--learning_rate must be a finite number > 0"),
     ("min_lr_ratio_2", "--min_lr_ratio 2", "--min_lr_ratio must be a finite number in [0, 1]"),
     ("heads_do_not_divide", "--d_model 10 --n_head 3", "--d_model (10) must be divisible by --n_head (3)"),
-    ("task_code", "--task code", "--task must be 'dyck'"),
+    ("task_unknown", "--task java", "--task must be one of ['code', 'dyck']"),
+    ("data_config_of_other_task", "--task code --data_config dyck-20-10",
+     "--data_config must be one of ['code-py', 'tiny'] for --task code, got 'dyck-20-10'"),
+    ("weight_sparsity_one", "--weight_sparsity 1", "--weight_sparsity must be a finite number in [0, 1), got 1.0"),
+    ("row_floor_zero", "--min_nonzero_per_row 0", "--min_nonzero_per_row must be >= 1, got 0"),
+    ("anneal_negative", "--sparsity_anneal_steps=-5", "--sparsity_anneal_steps must be >= 0, got -5"),
     ("data_config_typo", "--data_config dyck20", "--data_config must be one of"),
     ("attn_flash", "--attn_implementation flash", "--attn_implementation must be one of"),
     ("report_to_bogus", "--report_to bogus", "--report_to must be one of"),
@@ -526,7 +531,7 @@ CLI_CASES = [
     ("train_max_steps_zero", "train --max_steps 0", "--max_steps must be >= 1, got 0"),
     ("train_lr_not_a_number", "train --learning_rate fast", "--learning_rate: invalid float value: 'fast'"),
     ("train_unknown_flag", "train --epochs 3", "unrecognized arguments: --epochs 3"),
-    ("train_task_code", "train --task code", "--task must be 'dyck'"),
+    ("train_task_unknown", "train --task java", "--task must be one of"),
     ("train_output_dir_holds_a_run", "train --dataset_dir {d} --output_dir {run}", "already holds a run"),
 ]
 

@@ -175,3 +175,115 @@ def test_the_shipped_space_folder_is_complete():
     assert card.data.sdk == "gradio" and (space / card.data.app_file).is_file()
     assert card.data.models == [HUB_REPO_IDS["model"]] and card.data.datasets == [HUB_REPO_IDS["dataset"]]
     assert "hf-illusions" in (space / "requirements.txt").read_text()
+
+
+# --------------------------------------------------------------------------- code model card
+
+
+@pytest.fixture(scope="module")
+def code_model_dir(tmp_path_factory):
+    """A tiny random character-level model saved as a training checkpoint would save it."""
+    from hf_illusions.data import code
+    from hf_illusions.data.tokenizer import code_tokenizer
+    from hf_illusions.modeling import IllusionConfig, IllusionForCausalLM
+
+    folder = tmp_path_factory.mktemp("code-cards") / "tiny-code"
+    torch.manual_seed(0)
+    config = IllusionConfig(vocab_size=code.VOCAB_SIZE, n_positions=129, d_model=16, n_head=2, d_mlp=32)
+    IllusionForCausalLM(config).save_pretrained(folder)
+    code_tokenizer(129).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def code_card(code_model_dir, tiny_code_dir):
+    """`hf-illusions card model` on the tiny code folder: the card and the numbers it was made from."""
+    assert main(["card", "model", str(code_model_dir), "--data", str(tiny_code_dir)]) == 0
+    measured = json.loads((code_model_dir / "eval_results.json").read_text())
+    return ModelCard.load(code_model_dir / "README.md"), measured
+
+
+def test_code_model_card_metadata_matches_the_measured_accuracy(code_card, tiny_code_dir):
+    from hf_illusions.cards import CODE_ACCURACY_SPLITS
+    from hf_illusions.data.hub_folder import load_folder
+
+    card, measured = code_card
+    present = [s for s in CODE_ACCURACY_SPLITS if s in load_folder(tiny_code_dir)]
+    assert list(measured) == present and {"test_iid", "test_unseen_package"} <= set(present)
+    assert (
+        card.data.datasets == [HUB_REPO_IDS["code_dataset"]] and card.data.pipeline_tag == "text-generation"
+    )
+    assert "code" in card.data.tags and "dyck" not in card.data.tags
+    values = {(r.dataset_split, r.metric_name): r.metric_value for r in card.data.eval_results}
+    expected = {
+        (split, f"next-character accuracy ({label})"): round(res[group]["accuracy"], 6)
+        for split, res in measured.items()
+        for group, label in (("all", "all"), ("identifier_repeat", "identifier-repeat"))
+        if res[group]["accuracy"] is not None
+    }
+    assert values == expected
+    assert all((s, "next-character accuracy (all)") in values for s in present)
+    for res in measured.values():  # every window scored, every character in exactly one type
+        assert res["all"]["n"] == sum(res[t]["n"] for t in res if t not in ("all", "sentences"))
+    for section in ("## Use", "## Evaluation", "## Training", "## Intended use and limitations"):
+        assert section in card.text
+    assert "accelerate launch scripts/train.py --task code" in card.text
+
+
+def test_code_model_card_has_a_per_type_row_for_every_prediction_type(code_card):
+    from hf_illusions.data.code_labels import PREDICTION_TYPES
+
+    card, measured = code_card
+    table = card.text.split("### Accuracy per prediction type")[1].split("\n- ")[0]
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| `")}
+    assert list(rows) == [f"`{t}`" for t in PREDICTION_TYPES]
+    for i, (split, res) in enumerate(measured.items()):
+        for t in PREDICTION_TYPES:
+            acc, n = res[t]["accuracy"], res[t]["n"]
+            cell = rows[f"`{t}`"].split("|")[2 + i].strip()
+            assert cell == ("–" if acc is None else f"{acc:.4f} ({n:,})"), (split, t)
+
+
+def test_code_model_card_usage_snippet_runs_on_the_saved_folder(code_card, code_model_dir):
+    card, _ = code_card
+    snippet = card.text.split("```python\n")[1].split("```")[0]
+    assert "import hf_illusions" in snippet and "AutoModelForCausalLM.from_pretrained" in snippet
+    exec(snippet.replace(HUB_REPO_IDS["code_model"], str(code_model_dir)), {})
+
+
+def test_code_model_card_re_renders_from_its_results_file(code_card, code_model_dir):
+    before = (code_model_dir / "README.md").read_text()
+    saved = code_model_dir.parent / "code_eval_results.json"
+    shutil.copyfile(code_model_dir / "eval_results.json", saved)
+    assert (
+        main(["card", "model", str(code_model_dir), "--results", str(saved), "--data", "/nonexistent"]) == 0
+    )
+    assert (code_model_dir / "README.md").read_text() == before
+
+
+def test_checkpoint_card_reports_its_step_and_the_loss_logged_at_it(code_model_dir, code_card, tmp_path):
+    run = tmp_path / "code"
+    model = run / "checkpoint-200" / "model"
+    shutil.copytree(code_model_dir, model)
+    (run / "checkpoint-200" / "trainer_state.json").write_text('{"step": 200}\n')
+    train_args = {"task": "code", "data_config": "tiny", "max_steps": 300}
+    (run / "train_args.json").write_text(json.dumps(train_args))
+    losses = [{"step": s, "loss": 4.0 - s / 100} for s in (100, 200, 300)]  # training went on to 300
+    (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in losses))
+    args = ["card", "model", str(model), "--results", str(code_model_dir / "eval_results.json")]
+    assert main([*args, "--run", str(run), "--wall-time", "3 min", "--command", "make train-code"]) == 0
+    card = ModelCard.load(model / "README.md")
+    assert card.data.model_name == "code-checkpoint-200" and "# code-checkpoint-200\n" in card.text
+    assert "Training loss at step 200: 2.0000; wall time: 3 min." in card.text
+    assert "intermediate checkpoint** (step 200 of 300)" in card.text and "make train-code" in card.text
+    assert {r.dataset_config for r in card.data.eval_results} == {"tiny"}
+
+
+def test_model_card_refuses_a_model_of_the_other_task(
+    workspace, code_model_dir, tiny_dyck_dir, tiny_code_dir, capsys
+):
+    root, _ = workspace
+    assert main(["card", "model", str(root / "model"), "--data", str(tiny_code_dir)]) == 2
+    assert "vocab_size=43 but the code data" in capsys.readouterr().err
+    assert main(["card", "model", str(code_model_dir), "--data", str(tiny_dyck_dir)]) == 2
+    assert "vocab_size=101 but the Dyck data" in capsys.readouterr().err

@@ -54,11 +54,6 @@ def span_types(text: str, piece: str, types: list[str], occurrence: int = 0) -> 
     return set(types[at : at + len(piece)])
 
 
-@pytest.fixture(scope="module")
-def tiny_code_dir(tmp_path_factory):
-    return write_code_folder(tmp_path_factory.mktemp("code") / "code-illusions", config_name="tiny")
-
-
 # ---- labeller -------------------------------------------------------------------------------
 
 

@@ -262,3 +262,25 @@ def test_reproduction_sweeps_interaction_basis_when_asked(tmp_path, tiny_dyck_di
     iid = results["splits"]["test_iid"][f"ib_k{D_MODEL}"]["close"]
     assert iid["agreement"] == 1.0  # full k is the model
     assert "interaction basis" in readme.read_text()
+
+
+def test_a_sweep_over_k_reuses_the_bases_until_the_weights_change(model, data):
+    from hf_illusions.simplify import interaction_basis as ib
+
+    def basis(proxy, layer=1):
+        return proxy.state_dict()[f"model.layers.{layer}.residual_simplification.basis"]
+
+    small = InteractionBasisSimplifier(k=2, layers=[1], n_sequences=8).fit(model, data)
+    cached = next(iter(ib._BASES_CACHE[model].values()))
+    large = InteractionBasisSimplifier(k=4, layers=[1], n_sequences=8).fit(model, data)
+    assert next(iter(ib._BASES_CACHE[model].values())) is cached  # same fit reused
+    torch.testing.assert_close(basis(large)[:, :2], basis(small), rtol=0, atol=0)
+    with torch.no_grad():  # an in-place weight update must invalidate the cached bases
+        model.model.layers[1].mlp.up_proj.weight.mul_(2)
+    try:
+        changed = InteractionBasisSimplifier(k=2, layers=[1], n_sequences=8).fit(model, data)
+        assert next(iter(ib._BASES_CACHE[model].values())) is not cached
+        assert not torch.equal(basis(changed), basis(small))
+    finally:
+        with torch.no_grad():
+            model.model.layers[1].mlp.up_proj.weight.div_(2)

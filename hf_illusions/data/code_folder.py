@@ -139,3 +139,60 @@ def render_code_dataset_card(
         settings_json=json.dumps(code.settings_dict(settings), indent=2),
         citation=code._CITATION,
     )
+
+
+def verify_code_folder(path: str | Path, max_reports: int = 20) -> dict:
+    """Re-check a `code-illusions` folder from its stored columns; returns a JSON-ready report.
+
+    Checked: every window's ``input_ids`` are ``encode(text)`` and it has one prediction type
+    per character; no window occurs twice (within or across splits); no source file feeds two
+    splits; the packages of ``test_unseen_package`` never occur in train/validation/test_iid;
+    and each window's file is listed in ``manifest.json`` under the split it sits in.
+    """
+    from hf_illusions.data.hub_folder import load_folder
+
+    path = Path(path)
+    ds = load_folder(path)
+    manifest = read_manifest(path)
+    split_of_file = {r["path"]: r.get("split") for r in manifest["files"]}
+    violations: list[str] = []
+    checks: dict[str, int] = {"violations": 0}
+
+    def flag(message: str) -> None:
+        if len(violations) < max_reports:
+            violations.append(message)
+        checks["violations"] += 1
+
+    for split in (code.TRAIN_SPLIT, "test_iid"):
+        if split not in ds:
+            flag(f"split {split!r} is missing (splits: {list(ds)})")
+    window_owner: dict[tuple[int, ...], str] = {}
+    file_owner: dict[str, str] = {}
+    packages: dict[str, set[str]] = {}
+    for split in ds:
+        table = ds[split].data
+        columns = [
+            table.column(c).to_pylist()
+            for c in ("text", "input_ids", "prediction_types", "source", "package")
+        ]
+        for i, (text, ids, types, source, package) in enumerate(zip(*columns, strict=True)):
+            where = f"{split}[{i}]"
+            if list(ids) != code.encode(text):
+                flag(f"{where}: input_ids are not encode(text)")
+            if len(types) != len(text):
+                flag(f"{where}: {len(types)} prediction types for {len(text)} characters")
+            key = tuple(ids)
+            if key in window_owner:
+                flag(f"{where}: the same window also occurs in {window_owner[key]}")
+            window_owner.setdefault(key, where)
+            if file_owner.setdefault(source, split) != split:
+                flag(f"{where}: file {source!r} also feeds split {file_owner[source]!r}")
+            if split_of_file.get(source, split) != split:
+                flag(f"{where}: manifest puts {source!r} in {split_of_file[source]!r}")
+            packages.setdefault(split, set()).add(package)
+        checks[f"{split}_windows"] = len(table)
+    seen = set().union(*(packages.get(s, set()) for s in (code.TRAIN_SPLIT, *code.IID_SPLITS)))
+    if leaked := sorted(packages.get("test_unseen_package", set()) & seen):
+        flag(f"test_unseen_package shares packages {leaked} with the training packages")
+    checks["files"] = len(file_owner)
+    return {"path": str(path), "ok": checks["violations"] == 0, "checks": checks, "violations": violations}

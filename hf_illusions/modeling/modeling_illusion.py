@@ -111,9 +111,15 @@ class IllusionMLP(nn.Module):
         self.up_proj = nn.Linear(config.d_model, config.d_mlp)
         self.act = nn.GELU()
         self.down_proj = nn.Linear(config.d_mlp, config.d_model)
+        # Seam for neuron-level simplifications (e.g. circuit node masks): a proxy sets a module here
+        # that maps the post-activation hidden units; None (the default) is not in state_dict.
+        self.neuron_simplification: nn.Module | None = None
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act(self.up_proj(hidden_states)))
+        hidden = self.act(self.up_proj(hidden_states))
+        if self.neuron_simplification is not None:
+            hidden = self.neuron_simplification(hidden)
+        return self.down_proj(hidden)
 
 
 class IllusionDecoderLayer(nn.Module):

@@ -23,6 +23,9 @@ from hf_illusions.simplify.svd import SVDSimplifier
 
 AutoConfig.register(IllusionProxyConfig.model_type, IllusionProxyConfig, exist_ok=True)
 AutoModelForCausalLM.register(IllusionProxyConfig, IllusionProxyForCausalLM, exist_ok=True)
+# The pruned-circuit proxy (model_type "illusion-circuit") registers itself on import; importing
+# it here makes circuit folders load with AutoModelForCausalLM like every other proxy.
+import hf_illusions.sparse.circuit  # noqa: E402,F401
 
 #: simplifier name → class (the names stored as ``config.simplifier``).
 SIMPLIFIERS: dict[str, type[Simplifier]] = {

@@ -96,6 +96,10 @@ class AttentionSimplification(Simplification):
         """Keys ``(batch, n_head, seq, d_head)`` as the proxy sees them."""
         return key
 
+    def transform_value(self, value: torch.Tensor) -> torch.Tensor:
+        """Values ``(batch, n_head, seq, d_head)`` as the proxy sees them."""
+        return value
+
     def transform_weights(self, weights: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """Attention probabilities ``(batch, n_head, query, key)`` as the proxy uses them."""
         return weights

@@ -48,6 +48,7 @@ float64 eigendecompositions per node layer.
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -263,6 +264,10 @@ class InteractionBasisSimplification(ResidualSimplification):
         return self.mean + (hidden_states - self.mean) @ self.dual.T @ self.basis.T
 
 
+#: model → {fit key: bases}; weak keys, so a model's cached bases go away with the model
+_BASES_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 class InteractionBasisSimplifier(Simplifier):
     """Keep the top-``k`` interaction-basis directions of the residual stream at chosen blocks.
 
@@ -312,9 +317,10 @@ class InteractionBasisSimplifier(Simplifier):
 
         layers = sorted(self.resolve(model))
         sequences = fitting_sequences(data, self.n_sequences, model.config.n_positions)
-        bases = fit_interaction_bases(
-            model,
-            sequences,
+        # The bases do not depend on k: a sweep over k on the same model and data computes them once.
+        key = (
+            tuple((id(p), p._version) for p in model.parameters()),  # any in-place update changes it
+            hash(tuple(map(tuple, sequences))),
             layers[0],
             self.n_random_projections,
             self.rtol,
@@ -322,6 +328,20 @@ class InteractionBasisSimplifier(Simplifier):
             self.batch_size,
             self.max_batch_tokens,
         )
+        cache = _BASES_CACHE.setdefault(model, {})
+        if key not in cache:
+            cache.clear()  # one entry per model: a sweep needs only the latest
+            cache[key] = fit_interaction_bases(
+                model,
+                sequences,
+                layers[0],
+                self.n_random_projections,
+                self.rtol,
+                self.seed,
+                self.batch_size,
+                self.max_batch_tokens,
+            )
+        bases = cache[key]
         fitted = {}
         for layer in layers:
             node = bases[layer]

@@ -35,7 +35,7 @@ def simplified_attention_forward(
     dropout: float = 0.0,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eager attention with the module's simplification applied to q, k and the weights.
+    """Eager attention with the module's simplification applied to q, k, v and the weights.
 
     Layers without a ``simplification`` attribute run plain eager attention, so one attention
     implementation serves the whole proxy. The returned weights are the ones actually used
@@ -45,6 +45,7 @@ def simplified_attention_forward(
     if simplification is not None:
         query = simplification.transform_query(query)
         key = simplification.transform_key(key)
+        value = simplification.transform_value(value)
     weights = attention_probabilities(query, key, attention_mask, scaling)
     if simplification is not None:
         weights = simplification.transform_weights(weights, attention_mask)
@@ -63,8 +64,10 @@ class IllusionProxyConfig(IllusionConfig):
     r"""The original model's config plus what was simplified and how.
 
     Args:
-        simplifier: name of the simplification (``"svd"``, ``"kmeans"``, ``"onehot"``, or
-            ``"identity"``), which picks the module class attached to each simplified layer.
+        simplifier: name of the simplification (``"svd"``, ``"kmeans"``, ``"onehot"``,
+            ``"interaction_basis"``, ``"sparse_circuit"`` — through
+            :class:`~hf_illusions.sparse.circuit.IllusionCircuitConfig` — or ``"identity"``), which
+            picks the module class attached to each simplified layer.
         simplified_heads: layer index (a string, as JSON keys are) → simplified head indices.
         simplified_residuals: layers whose input residual stream is simplified (for
             residual-stream simplifiers such as ``"interaction_basis"``; empty for the others).

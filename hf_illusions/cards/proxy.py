@@ -1,0 +1,171 @@
+"""The card of a fitted proxy: its faithfulness to the original per split, and the generalization gap.
+
+Results come from ``hf-illusions evaluate`` / ``reproduce`` output (:func:`proxy_results`) or a
+fresh measurement (:func:`evaluate_proxy`); :func:`write_proxy_card` renders them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from hf_illusions.cards.common import HUB_REPO_IDS, IID_SPLIT, TAGS, TEMPLATES, _evaluate_splits
+from hf_illusions.data import dyck
+from hf_illusions.errors import IllusionsError
+from hf_illusions.tasks.dyck import LONG_THRESHOLD
+
+FAMILY_TITLES = {
+    "svd": "low-rank (SVD) keys and queries",
+    "kmeans": "k-means clustered keys and queries",
+    "onehot": "one-hot attention",
+}
+FITTED_STATE = {
+    "svd": "per-head projection bases and means",
+    "kmeans": "per-head query and key centroids",
+    "onehot": "none: one-hot attention is data-independent",
+}
+
+
+def proxy_results(results: Mapping[str, Any], name: str) -> dict[str, dict]:
+    """``{split: {"original": …, "proxy": …}}`` from ``evaluate`` output or a ``reproduce`` results.json."""
+    splits = results.get("splits", results)
+    out = {}
+    for split, res in splits.items():
+        if not isinstance(res, Mapping) or "original" not in res:
+            continue
+        if name not in res:
+            available = sorted(k for k in res if k not in ("original", "sentences"))
+            raise IllusionsError(
+                f"results have no proxy named {name!r} (pass --name; available: {available})"
+            )
+        out[split] = {"original": res["original"], "proxy": res[name]}
+    if not out:
+        raise IllusionsError(
+            "results hold no split with an 'original' entry; expected evaluate/reproduce output"
+        )
+    return out
+
+
+def evaluate_proxy(
+    proxy: Any, original: Any, dataset_dir: str | Path, splits: Sequence[str] = dyck.TEST_SPLITS, **kw: Any
+) -> dict[str, dict]:
+    """Measure ``proxy`` against ``original`` on each split (the input :func:`write_proxy_card` takes)."""
+    results = _evaluate_splits(original, dataset_dir, splits, {"proxy": proxy}, **kw)
+    return proxy_results(results, "proxy")
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}g}"
+
+
+def write_proxy_card(
+    proxy_dir: str | Path,
+    results: Mapping[str, Mapping[str, Any]],
+    base_model: str = HUB_REPO_IDS["model"],
+    dataset_id: str = HUB_REPO_IDS["dataset"],
+    results_source: str = "a fresh evaluation",
+    repo_id: str | None = None,
+) -> Path:
+    """Render ``proxy_dir/README.md`` from ``{split: {"original": …, "proxy": …}}`` (:func:`proxy_results`).
+
+    The ``model-index`` holds, per split, the proxy's JSD and agreement with the original and its
+    accuracy (closing-bracket positions): the numbers that show an illusion if there is one.
+    ``repo_id`` is the Hub id the usage snippet names (default: ``base_model``'s namespace/folder name).
+    """
+    from hf_illusions.report import generalization_gap
+
+    proxy_dir = Path(proxy_dir)
+    config = json.loads((proxy_dir / "config.json").read_text())
+    if config.get("model_type") != "illusion-proxy":
+        raise IllusionsError(
+            f"{str(proxy_dir)!r} is not a proxy folder (model_type {config.get('model_type')!r})"
+        )
+    simplifier, settings = config["simplifier"], config.get("simplifier_settings") or {}
+    name = proxy_dir.name
+    metrics = (
+        ("jsd", "output JSD vs original"),
+        ("agreement", "agreement with original"),
+        ("accuracy", "accuracy"),
+    )
+    eval_results = [
+        EvalResult(
+            task_type="text-generation",
+            task_name="Faithfulness to the original model",
+            dataset_type=dataset_id,
+            dataset_name="dyck-illusions",
+            dataset_split=split,
+            metric_type=metric,
+            metric_name=f"{label} (closing brackets)",
+            metric_value=round(float(res["proxy"]["close"][metric]), 6),
+        )
+        for split, res in results.items()
+        for metric, label in metrics
+        if res["proxy"]["close"].get(metric) is not None
+    ]
+    card_data = ModelCardData(
+        model_name=name,
+        library_name="transformers",
+        license="apache-2.0",
+        pipeline_tag="text-generation",
+        base_model=base_model,
+        datasets=[dataset_id],
+        tags=[*TAGS, "illusion-proxy", f"simplifier-{simplifier}"],
+        eval_results=eval_results,
+    )
+
+    def cell(res: Mapping, group: str, metric: str) -> str:
+        return _fmt((res.get(group) or {}).get(metric))
+
+    rows = [
+        {
+            "split": split,
+            "n": res["original"]["close"]["n"],
+            "jsd": cell(res["proxy"], "close", "jsd"),
+            "agreement": cell(res["proxy"], "close", "agreement"),
+            "acc_proxy": cell(res["proxy"], "close", "accuracy"),
+            "acc_original": cell(res["original"], "close", "accuracy"),
+            "jsd_long": cell(res["proxy"], "long_distance", "jsd"),
+            "agreement_long": cell(res["proxy"], "long_distance", "agreement"),
+        }
+        for split, res in results.items()
+    ]
+    gaps = []
+    if IID_SPLIT in results and len(results) > 1:
+        as_report = {"splits": {s: {name: r["proxy"]} for s, r in results.items()}, "proxies": {name: {}}}
+        gap = generalization_gap(as_report)[name]
+        gaps = [
+            {"split": s, "jsd": f"{g['jsd']:+.4f}", "agreement": f"{g['agreement']:+.4f}"}
+            for s, g in gap.items()
+        ]
+    heads = config.get("simplified_heads") or {}
+    setting_key = {"svd": "rank", "kmeans": "k"}.get(simplifier)
+    card = ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATES / "proxy_model_card.md"),
+        proxy_name=name,
+        title=FAMILY_TITLES.get(simplifier, simplifier),
+        simplifier=simplifier,
+        base_model=base_model,
+        repo_path=repo_id or f"{base_model.split('/')[0]}/{name}",  # where `push proxy` would put it
+        heads_text=" and ".join(
+            f"layer {layer} ({'head' if len(hs) == 1 else 'heads'} {', '.join(map(str, hs))})"
+            for layer, hs in heads.items()
+        ),
+        settings_text=", ".join(f"{k}={v}" for k, v in settings.items()) or "no settings",
+        fitted_text=FITTED_STATE.get(simplifier, "see config.json"),
+        cli_settings=f" --{setting_key} {settings[setting_key]}" if setting_key else "",
+        n_sequences=settings.get("n_sequences", "–"),
+        seed=settings.get("seed", "–"),
+        long_threshold=LONG_THRESHOLD,
+        rows=rows,
+        gaps=gaps,
+        iid_split=IID_SPLIT,
+        results_source=results_source,
+    )
+    card.save(proxy_dir / "README.md")
+    return proxy_dir / "README.md"

@@ -1,0 +1,184 @@
+"""The code task end to end: `train --task code` → copy-head scores → `reproduce_code` → report.
+
+A tiny model trained for a few steps on the `tiny` code preset is enough for the contract (every
+split × prediction type scored, the copy-head proxies present, full-rank SVD exact, report files,
+resume); the shipped checkpoint's numbers are in README.md and the closing notes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from hf_illusions.data import code
+from hf_illusions.data.code_folder import verify_code_folder
+from hf_illusions.data.code_labels import PREDICTION_TYPES
+from hf_illusions.errors import SettingsError
+from hf_illusions.report import CODE_PLOTS, PLOTS, type_findings, type_gaps
+from hf_illusions.tasks.copying import head_scores
+from hf_illusions.train import TASK_DEFAULTS, TrainArgs
+from hf_illusions.train import main as train_main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TEST_SPLITS = ("test_iid", *code.OOD_SPLITS)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_code_dir):
+    """`hf-illusions train --task code` for 12 steps on the tiny code folder (window 128)."""
+    out = tmp_path_factory.mktemp("code-train") / "run"
+    final = train_main(
+        [
+            "--task", "code", "--dataset_dir", str(tiny_code_dir), "--data_config", "tiny",
+            "--output_dir", str(out), "--n_positions", "129", "--d_model", "32", "--n_head", "2",
+            "--d_mlp", "64", "--max_steps", "12", "--warmup_steps", "2", "--max_batch_tokens", "2064",
+            "--eval_every", "12", "--save_every", "12", "--eval_sentences", "8", "--report_to", "none",
+        ]
+    )  # fmt: skip
+    return out, final
+
+
+@pytest.fixture(scope="module")
+def reproduced(trained, tiny_code_dir, tmp_path_factory):
+    from hf_illusions.reproduce import reproduce_code
+
+    out = tmp_path_factory.mktemp("code-report")
+    readme = reproduce_code(
+        trained[1], tiny_code_dir, out, data_config="tiny", svd_ranks=(1, 16), kmeans_ks=(4,),
+        copy_head_ranks=(1, 16), n_fit_sequences=20, max_eval_sentences=16, progress=False,
+    )  # fmt: skip
+    return out, readme, json.loads((out / "results.json").read_text())
+
+
+def test_task_defaults_fill_only_what_was_not_given():
+    args = TrainArgs(task="code")
+    assert (args.d_model, args.n_head, args.dataset_dir) == (128, 4, "code-illusions")
+    assert args.n_positions == TASK_DEFAULTS["code"]["n_positions"]
+    assert TrainArgs(task="code", d_model=48, n_head=2).d_model == 48
+    assert TrainArgs().dataset_dir == "dyck-illusions"
+    with pytest.raises(SettingsError, match="--data_config must be one of .* for --task code"):
+        TrainArgs(task="code", data_config="dyck-20-10")
+    with pytest.raises(SettingsError, match="--task must be one of"):
+        TrainArgs(task="java")
+
+
+def test_code_training_logs_per_type_headline_and_saves_a_char_tokenizer(trained):
+    out, final = trained
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if "test_iid/accuracy" in r]
+    assert evals and 0 <= evals[-1]["test_unseen_package/identifier_repeat_accuracy"] <= 1
+    # a group without positions in the few evaluated windows is logged as null, never as NaN
+    assert "NaN" not in (out / "metrics.jsonl").read_text()
+    assert json.loads((out / "train_args.json").read_text())["task"] == "code"
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(final)
+    text = "def f(x):\n\treturn x"
+    assert tok(text)["input_ids"] == code.encode(text)
+
+
+def test_head_scores_match_a_direct_computation_and_are_seeded(trained):
+    from hf_illusions.checkpoints import load_checkpoint
+
+    model = load_checkpoint(trained[1])
+    tokens = range(len(code.SPECIALS), code.VOCAB_SIZE)
+    scores = head_scores(model, tokens, code.BOS_ID, n_sequences=4, copy_length=20, seed=3)
+    assert scores == head_scores(model, tokens, code.BOS_ID, n_sequences=4, copy_length=20, seed=3)
+    assert scores != head_scores(model, tokens, code.BOS_ID, n_sequences=4, copy_length=20, seed=4)
+    # recompute layer 1, head 1 by hand from the same random strings
+    generator = torch.Generator().manual_seed(3)
+    half = torch.as_tensor(list(tokens))[torch.randint(len(tokens), (4, 20), generator=generator)]
+    ids = torch.cat([torch.full((4, 1), code.BOS_ID), half, half], dim=1)
+    attn = model(ids, output_attentions=True).attentions[1][:, 1]
+    manual = sum(attn[:, q, q - 19].mean().item() for q in range(21, 41)) / 20
+    assert scores["induction"][1][1] == pytest.approx(manual, abs=1e-6)
+    assert scores["previous_token"][0][0] == pytest.approx(
+        sum(
+            model(ids, output_attentions=True).attentions[0][:, 0, q, q - 1].mean().item()
+            for q in range(1, 41)
+        )
+        / 40,
+        abs=1e-6,
+    )
+    best = scores["copy_head"]
+    assert best["layer"] == 1 and best["induction_score"] == max(scores["induction"][1])
+    with pytest.raises(SettingsError, match="copy_length must be in"):
+        head_scores(model, tokens, code.BOS_ID, copy_length=100)
+
+
+def test_reproduce_code_scores_every_split_and_prediction_type(reproduced):
+    out, readme, results = reproduced
+    assert results["task"] == "code" and list(results["splits"]) == list(TEST_SPLITS)
+    layer, head = (
+        results["analyses"]["heads"]["copy_head"]["layer"],
+        results["analyses"]["heads"]["copy_head"]["head"],
+    )
+    assert results["evaluation"]["copy_head"] == [layer, head]
+    names = set(results["proxies"])
+    assert {"svd_r1", "svd_r16", "kmeans_k4", "onehot", "copy_svd_r1", "copy_svd_r16", "copy_onehot"} <= names
+    for split in TEST_SPLITS:
+        original = results["splits"][split]["original"]
+        assert sum(original[t]["n"] for t in PREDICTION_TYPES) == original["all"]["n"] > 0
+        for name in names:
+            for group in ("all", "identifier_repeat"):
+                cell = results["splits"][split][name][group]
+                assert 0 <= cell["agreement"] <= 1 and cell["jsd"] >= 0
+        # full rank (d_head = 16) is the model itself, whole model or copy head alone
+        for name in ("svd_r16", "copy_svd_r16"):
+            assert results["splits"][split][name]["all"]["jsd"] < 1e-6
+            assert results["splits"][split][name]["all"]["agreement"] == 1.0
+    # the copy-head proxies simplify that head only: attention elsewhere is the original's
+    attention = results["splits"]["test_iid"]["copy_onehot"]["attention_jsd"]
+    assert attention[str(layer)] > 0
+    assert all(v < 1e-9 for k, v in attention.items() if k != str(layer))
+
+
+def test_code_report_has_per_type_tables_plots_and_type_findings(reproduced):
+    out, readme, results = reproduced
+    text = readme.read_text()
+    assert text.startswith("# Code reproduction")
+    assert "## Faithfulness per prediction type" in text and "## The copying head" in text
+    for t in PREDICTION_TYPES:
+        assert f"| `{t}` |" in text  # the per-type gap table
+    for png in (*PLOTS, *CODE_PLOTS):
+        assert (out / png).read_bytes()[:8] == PNG_MAGIC
+    gaps = type_gaps(results)
+    assert set(gaps) == set(PREDICTION_TYPES)
+    largest = max((g for g in gaps if not math.isnan(gaps[g])), key=gaps.get)
+    assert f"the largest gap is on `{largest}`" in " ".join(type_findings(results))
+
+
+def test_reproduce_code_resumes_without_refitting(reproduced, trained, tiny_code_dir):
+    from hf_illusions.reproduce import reproduce_code
+
+    out, _, first = reproduced
+    reproduce_code(
+        trained[1], tiny_code_dir, out, data_config="tiny", svd_ranks=(1, 16), kmeans_ks=(4,),
+        copy_head_ranks=(1, 16), n_fit_sequences=20, max_eval_sentences=16, progress=False,
+    )  # fmt: skip
+    again = json.loads((out / "results.json").read_text())
+    assert all(again["resumed"].values())
+    assert again["splits"] == first["splits"]
+
+
+def test_verify_code_folder_passes_a_built_folder_and_catches_a_leaked_window(tiny_code_dir, tmp_path):
+    import shutil
+
+    assert verify_code_folder(tiny_code_dir)["ok"]
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_code_dir, bad)
+    train = pq.read_table(bad / "data" / "train.parquet")
+    test = pq.read_table(bad / "data" / "test_iid.parquet")
+    import pyarrow as pa
+
+    pq.write_table(
+        pa.concat_tables([test, train.slice(0, 1).cast(test.schema)]), bad / "data" / "test_iid.parquet"
+    )
+    report = verify_code_folder(bad)
+    assert not report["ok"]
+    assert any("also occurs in train" in v for v in report["violations"])
+    assert any("also feeds split 'train'" in v for v in report["violations"])
