@@ -143,11 +143,23 @@ def cmd_simplify(args: argparse.Namespace) -> None:
 
     check_output_path(args.out, args.overwrite, arg="--out")
     # each simplifier's one swept setting: SVD's rank, the number of clusters / kept directions
-    swept = {"svd": {"rank": args.rank}, "kmeans": {"k": args.k}, "interaction_basis": {"k": args.k}}
+    swept = {
+        "svd": {"rank": args.rank},
+        "kmeans": {"k": args.k},
+        "interaction_basis": {"k": args.k},
+        "sparse_circuit": {"target_loss": args.target_loss},
+    }
     settings = dict(swept.get(args.method, {}))
     if SIMPLIFIERS[args.method].needs_data:  # one-hot attention is fitted on nothing
         settings["n_sequences"] = args.n_sequences
-    simplifier = make_simplifier(args.method, layers=args.layers, **settings)
+    if args.method == "sparse_circuit":
+        if args.target_loss is None:
+            raise SettingsError("--target_loss is required for sparse_circuit (nats per token, e.g. 2.15)")
+        if args.layers is not None:
+            raise SettingsError("--layers does not apply to sparse_circuit: it prunes nodes in every layer")
+    else:
+        settings["layers"] = args.layers
+    simplifier = make_simplifier(args.method, **settings)
     ds, _, model, _ = load_data_and_model(args.data, args.model)
     proxy = simplifier.fit(model, ds["train"])
     proxy.save_pretrained(args.out)
@@ -294,10 +306,27 @@ def cmd_card_space(args: argparse.Namespace) -> None:
     print(f"wrote {write_space_card(args.path, args.report)}")
 
 
+def _is_code_folder(path: str | Path) -> bool:
+    """A code model (character vocabulary) or a `code-illusions` dataset folder, judged from its files."""
+    from hf_illusions.data import code
+    from hf_illusions.data.code_folder import SETTINGS_FILE
+
+    path = Path(path)
+    if (path / SETTINGS_FILE).is_file():
+        return True
+    try:
+        return json.loads((path / "config.json").read_text()).get("vocab_size") == code.VOCAB_SIZE
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def cmd_push(args: argparse.Namespace) -> None:
     from hf_illusions.hub import HUB_REPO_IDS, push_folder
 
-    repo_id = args.repo_id or HUB_REPO_IDS.get(args.kind)
+    default = args.kind
+    if args.kind in ("model", "dataset") and _is_code_folder(args.path):
+        default = f"code_{args.kind}"  # a code model or dataset has its own Hub repository
+    repo_id = args.repo_id or HUB_REPO_IDS.get(default)
     if repo_id is None:
         raise SettingsError(f"--repo-id is required for `push {args.kind}` (e.g. you/{Path(args.path).name})")
     plan = push_folder(
@@ -342,7 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train, passthrough=True)
 
     simplify = sub.add_parser("simplify", help="fit a simplifier and save the proxy model")
-    simplify.add_argument("method", choices=["svd", "kmeans", "onehot", "interaction_basis"])
+    simplify.add_argument(
+        "method", choices=["svd", "kmeans", "onehot", "interaction_basis", "sparse_circuit"]
+    )
     simplify.add_argument("--model", default=str(DEFAULT_DYCK_CHECKPOINT))
     simplify.add_argument("--data", default="dyck-illusions")
     simplify.add_argument("--rank", type=positive_int, default=8)
@@ -350,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--k", type=positive_int, default=16, help="k-means clusters / interaction-basis directions"
     )
     simplify.add_argument("--layers", type=int_list, default=None, help="e.g. 0,1 (default: all)")
+    simplify.add_argument(
+        "--target_loss", type=float, default=None, help="sparse_circuit: largest next-token loss allowed"
+    )
     simplify.add_argument("--n_sequences", type=positive_int, default=1000)
     simplify.add_argument("--out", required=True)
     simplify.add_argument("--overwrite", action="store_true")

@@ -29,7 +29,7 @@ HUB_REPO_IDS = {
     "dataset": "hf-illusions/dyck-illusions",
     "space": "hf-illusions/interpretability-illusions",
     "metric": "hf-illusions/faithfulness",
-    # the code task's artifacts (not `push` kinds: `push model --repo-id` names them explicitly)
+    # the code task's artifacts: `push model` / `push dataset` pick these for a code folder
     "code_model": "hf-illusions/code-transformer",
     "code_dataset": "hf-illusions/code-illusions",
 }

@@ -269,16 +269,20 @@ def circuit_table(results: Mapping) -> str:
     """Pruned circuits: target, kept nodes and edges (the size the faithfulness numbers are paid with)."""
     rows = []
     for name, rec in results["proxies"].items():
-        size = (rec.get("fitted") or {}).get("circuit_size")
+        fitted = rec.get("fitted") or {}
+        size = fitted.get("circuit_size")
         if not size:
             continue
+        kinds = size.get("by_kind") or {}
         rows.append(
             [
                 f"`{name}`",
+                _fmt(fitted.get("full_loss"), 4),
                 _fmt(rec["settings"].get("target_loss"), 4),
-                _fmt(size.get("loss"), 4),
-                f"{size['nodes']} / {size['total_nodes']}",
-                f"{size['edges']} / {size['total_edges']}",
+                _fmt(fitted.get("circuit_loss"), 4),
+                f"{size['kept_nodes']} / {size['total_nodes']}",
+                " / ".join(str(kinds[k]["kept_nodes"]) for k in kinds),
+                f"{size['kept_edges']} / {size['total_edges']}",
             ]
         )
     if not rows:
@@ -286,9 +290,28 @@ def circuit_table(results: Mapping) -> str:
     return (
         "## Pruned circuits\n\nNode masks learned on the training distribution (mean ablation of "
         "pruned nodes); the smallest circuit whose loss stays under the target.\n\n"
-        + _table(["circuit", "target loss", "circuit loss", "nodes kept / total", "edges kept / total"], rows)
+        + _table(
+            [
+                "circuit",
+                "model loss",
+                "target loss",
+                "circuit loss",
+                "nodes kept / total",
+                f"kept {' / '.join(_node_kinds(results))}",
+                "edges kept / total",
+            ],
+            rows,
+        )
         + "\n"
     )
+
+
+def _node_kinds(results: Mapping) -> list[str]:
+    for rec in results["proxies"].values():
+        kinds = ((rec.get("fitted") or {}).get("circuit_size") or {}).get("by_kind")
+        if kinds:
+            return list(kinds)
+    return []
 
 
 def _n(results: Mapping, split: str, group: str) -> int:

@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hf_illusions import __version__
-from hf_illusions.errors import SettingsError, SplitError
+from hf_illusions.errors import SettingsError, SimplifierError, SplitError
 from hf_illusions.evaluation import ORIGINAL, evaluate_models
 from hf_illusions.paths import check_output_path
 from hf_illusions.tasks.dyck import LONG_THRESHOLD, DyckTask
@@ -160,7 +160,9 @@ FAMILIES = ("svd", "kmeans", "onehot", "interaction_basis", "sparse_circuit")
 DEFAULT_DYCK_FAMILIES = FAMILIES
 DEFAULT_IB_KS = (8, 16, 32)
 #: circuit targets, as allowed next-token loss increase (nats) over the model's own loss
-DEFAULT_CIRCUIT_SLACKS = (0.02, 0.1)
+DEFAULT_CIRCUIT_SLACKS = (0.01, 0.05, 0.2)
+#: sequences the circuit pruner fits on (each of its ~110 steps is a pass over all of them)
+CIRCUIT_FIT_SEQUENCES = 256
 
 
 def check_families(simplifiers: Sequence[str]) -> list[str]:
@@ -414,28 +416,22 @@ def circuit_specs(
     """
     if not slacks:
         return []
-    from hf_illusions.sparse.circuit import CircuitPruner, model_loss
+    from hf_illusions.sparse.circuit import SparseCircuitPruner
 
-    n = min(n_fit_sequences, CircuitPruner.DEFAULT_N_SEQUENCES)
-    base = model_loss(model, fitting_rows(fit_rows, n))
-    return [
-        ProxySpec(
-            f"circuit_{slack:g}".replace(".", "p"),
-            "sparse_circuit",
-            "target_slack",
-            slack,
-            CircuitPruner(target_loss=base + slack, n_sequences=n),
-        )
-        for slack in sorted(set(slacks))
-    ]
-
-
-def fitting_rows(rows: Any, n: int) -> list[list[int]]:
-    """The first ``n`` id lists of a Dataset (or list) of fitting rows."""
-    return [
-        list(r)
-        for r in (rows.select(range(min(n, len(rows))))["input_ids"] if hasattr(rows, "select") else rows[:n])
-    ]
+    n = min(n_fit_sequences, CIRCUIT_FIT_SEQUENCES)
+    try:
+        return [
+            ProxySpec(
+                f"circuit_{slack:g}".replace(".", "p"),
+                "sparse_circuit",
+                "target_slack",
+                slack,
+                SparseCircuitPruner.with_slack(model, fit_rows, slack, n_sequences=n),
+            )
+            for slack in sorted(set(slacks))
+        ]
+    except SimplifierError as err:
+        raise SettingsError(f"circuit_slacks: {err}") from None
 
 
 def run_reproduction(
@@ -558,7 +554,13 @@ def run_reproduction(
 def _proxy_info(proxy: torch.nn.Module) -> dict:
     """What a fitted proxy knows about itself that its settings do not say (e.g. a circuit's size)."""
     size = getattr(proxy.config, "circuit_size", None)
-    return {"circuit_size": size} if size else {}
+    if not size:
+        return {}
+    return {
+        "circuit_size": size,
+        "circuit_loss": proxy.config.circuit_loss,
+        "full_loss": proxy.config.full_loss,
+    }
 
 
 def _check_sizes(n_fit_sequences: int, max_eval_sentences: int | None) -> None:

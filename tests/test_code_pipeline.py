@@ -60,7 +60,7 @@ def test_task_defaults_fill_only_what_was_not_given():
     assert args.n_positions == TASK_DEFAULTS["code"]["n_positions"]
     assert TrainArgs(task="code", d_model=48, n_head=2).d_model == 48
     assert TrainArgs().dataset_dir == "dyck-illusions"
-    with pytest.raises(SettingsError, match="--data_config must be one of .* for --task code"):
+    with pytest.raises(SettingsError, match=r"--data_config must be one of .* for --task code"):
         TrainArgs(task="code", data_config="dyck-20-10")
     with pytest.raises(SettingsError, match="--task must be one of"):
         TrainArgs(task="java")
@@ -111,7 +111,7 @@ def test_head_scores_match_a_direct_computation_and_are_seeded(trained):
 
 
 def test_reproduce_code_scores_every_split_and_prediction_type(reproduced):
-    out, readme, results = reproduced
+    _, _, results = reproduced
     assert results["task"] == "code" and list(results["splits"]) == list(TEST_SPLITS)
     layer, head = (
         results["analyses"]["heads"]["copy_head"]["layer"],

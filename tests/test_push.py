@@ -320,3 +320,12 @@ def test_a_dataset_card_must_name_files_that_exist(tiny_dyck_dir, tmp_path):
         plan_push("dataset", folder, "someone/dyck")
     with pytest.raises(PushError, match="--repo-id must look like 'namespace/name'"):
         plan_push("dataset", tiny_dyck_dir, "dyck")
+
+
+def test_push_defaults_to_the_code_repositories_for_code_folders(model_dir, tiny_code_dir, capsys):
+    from hf_illusions.cli import main
+
+    assert main(["push", "dataset", str(tiny_code_dir), "--dry-run"]) == 0
+    assert "hf-illusions/code-illusions" in capsys.readouterr().out
+    assert main(["push", "model", str(model_dir), "--dry-run"]) == 0
+    assert "hf-illusions/dyck-transformer" in capsys.readouterr().out

@@ -198,7 +198,7 @@ def test_make_simplifier_rebuilds_from_saved_settings(proxies):
     rebuilt = make_simplifier(config.simplifier, **config.simplifier_settings)
     assert isinstance(rebuilt, KMeansSimplifier)
     assert rebuilt.settings() == config.simplifier_settings
-    assert set(SIMPLIFIERS) == {"svd", "kmeans", "onehot", "interaction_basis"}
+    assert set(SIMPLIFIERS) == {"svd", "kmeans", "onehot", "interaction_basis", "sparse_circuit"}
     assert repr(SVDSimplifier(rank=3, layers=[1])).startswith("SVDSimplifier(rank=3, center=True")
 
 

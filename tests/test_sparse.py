@@ -422,3 +422,47 @@ def test_settings_are_json_safe_and_rebuild_the_pruner(losses):
     settings = json.loads(json.dumps(pruner.settings()))
     assert SparseCircuitPruner(**settings).settings() == pruner.settings()
     assert SparseCircuitPruner.name == "sparse_circuit" and SparseCircuitPruner.needs_data
+
+
+def test_reproduction_adds_circuits_with_their_size_to_results_and_report(tmp_path, tiny_dyck_dir):
+    from hf_illusions.reproduce import reproduce_dyck
+
+    torch.manual_seed(0)
+    model = IllusionForCausalLM(IllusionConfig(d_model=16, n_head=1, d_mlp=32, n_layer=2))
+    model.save_pretrained(tmp_path / "model")
+    readme = reproduce_dyck(
+        tmp_path / "model", tiny_dyck_dir, tmp_path / "report", data_config="tiny", svd_ranks=(4,),
+        n_fit_sequences=24, max_eval_sentences=16, progress=False, circuit_slacks=(0.05, 0.5),
+        simplifiers=["svd", "sparse_circuit"],
+    )  # fmt: skip
+    results = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert set(results["proxies"]) == {"svd_r4", "circuit_0p05", "circuit_0p5"}
+    loose, tight = (results["proxies"][n]["fitted"] for n in ("circuit_0p5", "circuit_0p05"))
+    for fitted, slack in ((loose, 0.5), (tight, 0.05)):
+        assert fitted["circuit_loss"] <= fitted["full_loss"] + slack + 1e-6
+        assert fitted["circuit_size"]["kept_nodes"] <= fitted["circuit_size"]["total_nodes"]
+    assert loose["circuit_size"]["kept_nodes"] <= tight["circuit_size"]["kept_nodes"]
+    for split in results["splits"].values():
+        assert 0 <= split["circuit_0p5"]["close"]["agreement"] <= 1
+    text = readme.read_text()
+    assert "## Pruned circuits" in text and "| `circuit_0p5` |" in text
+    with pytest.raises(SettingsError, match="simplifiers must be a non-empty subset"):
+        reproduce_dyck(tmp_path / "model", tiny_dyck_dir, tmp_path / "r2", simplifiers=["lasso"])
+
+
+def test_with_slack_targets_the_models_own_loss_plus_slack(tiny_dyck_dir):
+    from hf_illusions.sparse import SparseCircuitPruner
+
+    torch.manual_seed(0)
+    model = IllusionForCausalLM(IllusionConfig(d_model=16, n_head=1, d_mlp=32, n_layer=2)).eval()
+    rows = load_folder(tiny_dyck_dir)["train"]
+    probe = SparseCircuitPruner(target_loss=1.0, n_sequences=16)
+    base = probe.model_loss(model, rows)
+    pruner = SparseCircuitPruner.with_slack(model, rows, 0.25, n_sequences=16, steps=5)
+    assert base + 0.25 <= pruner.target_loss <= base + 0.25 + 1e-6
+    assert pruner.settings()["steps"] == 5 and pruner.n_sequences == 16
+    circuit = pruner.fit(model, rows)
+    assert circuit.config.full_loss == pytest.approx(base, abs=1e-9)
+    for slack in (0, -1, math.nan):
+        with pytest.raises(SimplifierError, match="slack must be a finite number > 0"):
+            SparseCircuitPruner.with_slack(model, rows, slack)

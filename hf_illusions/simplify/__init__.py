@@ -25,11 +25,18 @@ AutoConfig.register(IllusionProxyConfig.model_type, IllusionProxyConfig, exist_o
 AutoModelForCausalLM.register(IllusionProxyConfig, IllusionProxyForCausalLM, exist_ok=True)
 # The pruned-circuit proxy (model_type "illusion-circuit") registers itself on import; importing
 # it here makes circuit folders load with AutoModelForCausalLM like every other proxy.
-import hf_illusions.sparse.circuit  # noqa: E402,F401
+from hf_illusions.sparse.circuit import SparseCircuitPruner  # noqa: E402
 
 #: simplifier name → class (the names stored as ``config.simplifier``).
 SIMPLIFIERS: dict[str, type[Simplifier]] = {
-    cls.name: cls for cls in (SVDSimplifier, KMeansSimplifier, OneHotSimplifier, InteractionBasisSimplifier)
+    cls.name: cls
+    for cls in (
+        SVDSimplifier,
+        KMeansSimplifier,
+        OneHotSimplifier,
+        InteractionBasisSimplifier,
+        SparseCircuitPruner,
+    )
 }
 
 

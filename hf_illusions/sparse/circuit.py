@@ -386,6 +386,31 @@ class SparseCircuitPruner(Simplifier):
             "max_batch_tokens": self.max_batch_tokens,
         }
 
+    def model_loss(self, model: IllusionForCausalLM, data: Any) -> float:
+        """The full model's next-token loss on this pruner's fitting data, measured as ``fit`` will."""
+        sequences = fitting_sequences(data, self.n_sequences, model.config.n_positions)
+        batches, n_targets = fitting_batches(
+            sequences, next(model.parameters()).device, self.batch_size, self.max_batch_tokens
+        )
+        if n_targets == 0:
+            raise SimplifierError("data has only one-token sequences: there is no next token to score")
+        return next_token_loss(model, batches, n_targets)
+
+    @classmethod
+    def with_slack(
+        cls, model: IllusionForCausalLM, data: Any, slack: float, **settings: Any
+    ) -> SparseCircuitPruner:
+        """A pruner whose ``target_loss`` is the model's own loss on ``data`` plus ``slack`` nats.
+
+        Targets read best relative to the model ("at most 0.05 nats worse than the model"); the
+        absolute target is stored (rounded to 1e-6, upwards) so the fit is reproducible from settings.
+        """
+        if not (_is_number(slack) and math.isfinite(slack) and slack > 0):
+            raise SimplifierError(f"slack must be a finite number > 0 (nats), got {slack!r}")
+        probe = cls(target_loss=1.0, **settings)
+        target = math.ceil((probe.model_loss(model, data) + slack) * 1e6) / 1e6
+        return cls(target_loss=target, **settings)
+
     def fit(self, model: IllusionForCausalLM, data: Any = None) -> IllusionCircuitForCausalLM:
         """Learn the node masks on ``data`` (see the class and module docstrings)."""
         self.resolve(model)  # an unmodified IllusionForCausalLM
