@@ -227,12 +227,27 @@ def code_tables(results: Mapping) -> str:
             for name in reps.values()
         ]
         parts += [f"### `{split}`", _table(["", *types], rows)]
-    gaps = type_gaps(results)
+    rows = []
+    for name in type_gap_proxies(results):
+        cells = []
+        for split in ood_splits(results):
+            gaps = type_gaps(results, name, split)
+            if not gaps:
+                cells.append("–")
+                continue
+            top = next(iter(gaps))
+            rank = list(gaps).index("identifier_repeat") + 1 if "identifier_repeat" in gaps else None
+            cells.append(
+                f"`{top}` ({_jsd(gaps[top], True)}); repeat: "
+                + (f"#{rank} ({_jsd(gaps['identifier_repeat'], True)})" if rank else "–")
+            )
+        rows.append([f"`{name}`", *cells])
     parts += [
-        "### Mean output-JSD gap per type (OOD − IID, whole-model SVD/k-means/one-hot proxies)",
-        _table(
-            ["type", "gap"], [[f"`{t}`", _jsd(gaps[t], True)] for t in sorted(gaps, key=lambda t: -gaps[t])]
-        ),
+        f"### Which type's faithfulness drops most off distribution\n\nPer proxy that is faithful but "
+        f"not exact in distribution (IID agreement ≥ {TYPE_GAP_MIN_IID_AGREEMENT}), and OOD split: the "
+        f"type with the largest output-JSD gap over `{IID_SPLIT}` (types with ≥ {MIN_TYPE_POSITIONS} "
+        "characters in both splits), and the rank and gap of `identifier_repeat`.",
+        _table(["proxy", *ood_splits(results)], rows) if rows else "No proxy qualifies.",
     ]
     heads = (results.get("analyses") or {}).get("heads")
     if heads:
@@ -379,39 +394,92 @@ def findings(results: Mapping, group: str | None = None) -> list[str]:
     return out
 
 
-def type_gaps(results: Mapping) -> dict[str, float]:
-    """Code: per prediction type, the mean output-JSD gap (OOD − IID) over proxies and OOD splits."""
-    names = [n for n in results["proxies"] if results["proxies"][n]["family"] in ("svd", "kmeans", "onehot")]
-    out = {}
+#: a type is ranked only where it has at least this many characters in both splits compared
+MIN_TYPE_POSITIONS = 1000
+#: proxies ranked per type: roughly faithful in distribution, but not exact (an exact proxy's "gap"
+#: is float noise), and not saturated (a JSD near its 1-bit ceiling cannot grow off distribution)
+TYPE_GAP_MIN_IID_AGREEMENT = 0.8
+EXACT_JSD = 1e-6
+
+
+def type_gap_proxies(results: Mapping) -> list[str]:
+    """Proxies whose per-type gaps are ranked: IID agreement ≥ 0.8 and IID JSD > 1e-6 (``all`` characters)."""
+    return [
+        n
+        for n in results["proxies"]
+        if value(results, IID_SPLIT, n, "all", "agreement") >= TYPE_GAP_MIN_IID_AGREEMENT
+        and value(results, IID_SPLIT, n, "all", "jsd") > EXACT_JSD
+    ]
+
+
+def type_gaps(results: Mapping, name: str, split: str) -> dict[str, float]:
+    """Code: ``{type: JSD(split) − JSD(test_iid)}`` of one proxy, for well-populated types, largest first."""
+    gaps = {}
     for group in type_groups_of(results):
-        gaps = generalization_gap(results, group)
-        out[group] = _mean([gaps[n][s]["jsd"] for n in names for s in ood_splits(results)])
-    return out
+        if min(_n(results, IID_SPLIT, group), _n(results, split, group)) < MIN_TYPE_POSITIONS:
+            continue
+        gap = value(results, split, name, group, "jsd") - value(results, IID_SPLIT, name, group, "jsd")
+        if not math.isnan(gap):
+            gaps[group] = gap
+    return dict(sorted(gaps.items(), key=lambda item: -item[1]))
 
 
 def type_findings(results: Mapping) -> list[str]:
-    """Which prediction type shows the largest generalization gap (the paper: repeated identifiers)."""
-    gaps = {g: v for g, v in type_gaps(results).items() if not math.isnan(v)}
-    if not gaps:
-        return []
-    ranked = sorted(gaps, key=gaps.get, reverse=True)
-    rank = ranked.index("identifier_repeat") + 1 if "identifier_repeat" in ranked else None
-    out = [
-        "Per prediction type (mean output-JSD gap over the whole-model SVD/k-means/one-hot proxies and "
-        f"the OOD splits), the largest gap is on `{ranked[0]}` ({_jsd(gaps[ranked[0]], True)}); "
-        + (
-            f"`identifier_repeat` ranks {rank} of {len(ranked)} ({_jsd(gaps['identifier_repeat'], True)})."
-            if rank
-            else "`identifier_repeat` has no positions."
+    """Does ``identifier_repeat`` show the largest gap (the paper's code finding)? Counted, not assumed."""
+    out = []
+    names, ood = type_gap_proxies(results), ood_splits(results)
+    pairs = [(n, s, type_gaps(results, n, s)) for n in names for s in ood]
+    pairs = [(n, s, g) for n, s, g in pairs if "identifier_repeat" in g]
+    if pairs:
+        first = [(n, s) for n, s, g in pairs if next(iter(g)) == "identifier_repeat"]
+        by_split = {s: sum(1 for _, t in first if t == s) for s in ood}
+        out.append(
+            f"Among the {len(names)} proxies that are faithful but not exact in distribution (IID "
+            f"agreement ≥ {TYPE_GAP_MIN_IID_AGREEMENT}), `identifier_repeat` has the largest output-JSD "
+            f"gap of all prediction types (with ≥ {MIN_TYPE_POSITIONS} characters) in {len(first)} of "
+            f"{len(pairs)} proxy × OOD-split pairs ("
+            + ", ".join(f"`{s}`: {k} of {len(names)}" for s, k in by_split.items())
+            + ")."
         )
-    ]
+        level = [
+            n
+            for n in names
+            if max(type_gaps_level(results, n), key=type_gaps_level(results, n).get) == "identifier_repeat"
+        ]
+        out.append(
+            f"In distribution, `identifier_repeat` is the least faithful type (highest JSD) for "
+            f"{len(level)} of those {len(names)} proxies."
+        )
     copy = (results.get("analyses") or {}).get("heads", {}).get("copy_head")
     if copy:
         out.append(
             f"The copying head is layer {copy['layer']} head {copy['head']} (induction score "
             f"{_fmt(copy['induction_score'])} on repeated random text)."
         )
+    for name, rec in results["proxies"].items():
+        if not rec["family"].startswith("copy_head"):
+            continue
+        over = []
+        for split in ood_splits(results):
+            a_p, a_o = (value(results, split, m, "identifier_repeat", "accuracy") for m in (name, ORIGINAL))
+            if a_p > a_o:
+                over.append(f"`{split}` {_fmt(a_p)} vs {_fmt(a_o)}")
+        if over:
+            out.append(
+                f"`{name}` over-generalizes on `identifier_repeat`: its accuracy beats the original's on "
+                + ", ".join(over)
+                + "."
+            )
     return out
+
+
+def type_gaps_level(results: Mapping, name: str) -> dict[str, float]:
+    """``{type: JSD(test_iid)}`` of one proxy for the well-populated types."""
+    return {
+        g: value(results, IID_SPLIT, name, g, "jsd")
+        for g in type_groups_of(results)
+        if _n(results, IID_SPLIT, g) >= MIN_TYPE_POSITIONS
+    }
 
 
 def _mean(xs: Sequence[float]) -> float:
@@ -553,20 +621,25 @@ def plot_jsd_per_type(results: Mapping, path: str | Path, min_iid_agreement: flo
     return _save(fig, path)
 
 
-def plot_gap_per_type(results: Mapping, path: str | Path, min_iid_agreement: float = 0.9) -> Path:
-    """Code: per prediction type, each representative proxy's JSD gap averaged over the OOD splits."""
-    types, ood = type_groups_of(results), ood_splits(results)
-    reps = representative_proxies(results, min_iid_agreement).values()
-    series = {}
-    for name in reps:
-        per_type = {t: generalization_gap(results, t)[name] for t in types}
-        series[_iid_label(results, name)] = [_mean([per_type[t][s]["jsd"] for s in ood]) for t in types]
-    fig, ax = _pyplot().subplots(figsize=(11, 4.5))
-    _grouped_bars(ax, types, series)
-    ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_ylabel(f"JSD(OOD) − JSD({IID_SPLIT}), mean over OOD splits")
-    _legend_below(fig, ax)
-    fig.suptitle("Generalization gap per prediction type")
+def plot_gap_per_type(results: Mapping, path: str | Path) -> Path:
+    """Code: per OOD split, each ranked proxy's output-JSD gap per prediction type (see type_gap_proxies)."""
+    types, ood, names = type_groups_of(results), ood_splits(results), type_gap_proxies(results)
+    fig, axes = _pyplot().subplots(1, len(ood), figsize=(6 * len(ood), 4.5), sharey=True, squeeze=False)
+    for ax, split in zip(axes[0], ood, strict=True):
+        series = {
+            _iid_label(results, n): [
+                value(results, split, n, t, "jsd") - value(results, IID_SPLIT, n, t, "jsd") for t in types
+            ]
+            for n in names
+        }
+        _grouped_bars(ax, types, series)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_title(split)
+    axes[0][0].set_ylabel(f"JSD(split) − JSD({IID_SPLIT})")
+    _legend_below(fig, axes[0][0])
+    fig.suptitle(
+        f"Output-JSD gap per prediction type (proxies with IID agreement ≥ {TYPE_GAP_MIN_IID_AGREEMENT})"
+    )
     return _save(fig, path)
 
 

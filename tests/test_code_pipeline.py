@@ -8,7 +8,6 @@ resume); the shipped checkpoint's numbers are in README.md and the closing notes
 from __future__ import annotations
 
 import json
-import math
 
 import pyarrow.parquet as pq
 import pytest
@@ -18,7 +17,7 @@ from hf_illusions.data import code
 from hf_illusions.data.code_folder import verify_code_folder
 from hf_illusions.data.code_labels import PREDICTION_TYPES
 from hf_illusions.errors import SettingsError
-from hf_illusions.report import CODE_PLOTS, PLOTS, type_findings, type_gaps
+from hf_illusions.report import CODE_PLOTS, PLOTS, type_findings, type_gap_proxies, type_gaps
 from hf_illusions.tasks.copying import head_scores
 from hf_illusions.train import TASK_DEFAULTS, TrainArgs
 from hf_illusions.train import main as train_main
@@ -137,19 +136,67 @@ def test_reproduce_code_scores_every_split_and_prediction_type(reproduced):
     assert all(v < 1e-9 for k, v in attention.items() if k != str(layer))
 
 
-def test_code_report_has_per_type_tables_plots_and_type_findings(reproduced):
-    out, readme, results = reproduced
+def test_code_report_has_per_type_tables_plots_and_copy_head_section(reproduced):
+    out, readme, _ = reproduced
     text = readme.read_text()
     assert text.startswith("# Code reproduction")
-    assert "## Faithfulness per prediction type" in text and "## The copying head" in text
+    for section in (
+        "## Faithfulness per prediction type",
+        "### Which type's faithfulness",
+        "## The copying head",
+    ):
+        assert section in text
     for t in PREDICTION_TYPES:
-        assert f"| `{t}` |" in text  # the per-type gap table
+        assert f"| {t} " in text or f"| {t} |" in text  # a column of the per-type tables
     for png in (*PLOTS, *CODE_PLOTS):
         assert (out / png).read_bytes()[:8] == PNG_MAGIC
-    gaps = type_gaps(results)
-    assert set(gaps) == set(PREDICTION_TYPES)
-    largest = max((g for g in gaps if not math.isnan(gaps[g])), key=gaps.get)
-    assert f"the largest gap is on `{largest}`" in " ".join(type_findings(results))
+
+
+def hand_made_code_results() -> dict:
+    """test_iid and one OOD split; three types of 2000 characters and one rare type."""
+
+    def cell(jsd: float, agreement: float = 0.9, n: int = 2000) -> dict:
+        return {"n": n, "jsd": jsd, "agreement": agreement, "accuracy": 0.8}
+
+    def model(repeat: float, keyword: float, rare: float, agreement: float = 0.9) -> dict:
+        return {
+            "all": cell(0.05, agreement, 6100),
+            "identifier_repeat": cell(repeat),
+            "keyword": cell(keyword),
+            "whitespace": cell(0.01),
+            "number": cell(rare, n=100),
+        }
+
+    original = {
+        g: {"n": 2000, "accuracy": 0.8} for g in ("all", "identifier_repeat", "keyword", "whitespace")
+    }
+    original["number"] = {"n": 100, "accuracy": 0.8}  # counts come from the original's groups
+    return {
+        "task": "code",
+        "evaluation": {"headline_groups": ["all", "identifier_repeat"]},
+        "proxies": {
+            "a": {"family": "svd", "param": 1},
+            "b": {"family": "kmeans", "param": 2},
+            "crude": {"family": "onehot", "param": None},
+        },
+        "splits": {
+            "test_iid": {"original": original, "a": model(0.1, 0.1, 0.1), "b": model(0.1, 0.1, 0.1),
+                         "crude": model(0.1, 0.1, 0.1, agreement=0.3)},
+            "test_unseen_package": {"original": original, "a": model(0.3, 0.2, 0.9),
+                                    "b": model(0.15, 0.2, 0.1), "crude": model(0.9, 0.1, 0.1, agreement=0.3)},
+        },
+    }  # fmt: skip
+
+
+def test_type_gaps_rank_well_populated_types_of_faithful_proxies():
+    results = hand_made_code_results()
+    assert type_gap_proxies(results) == ["a", "b"]  # "crude" is not faithful in distribution
+    gaps = type_gaps(results, "a", "test_unseen_package")
+    assert list(gaps) == ["identifier_repeat", "keyword", "whitespace"]  # `number` has 100 < 1000 characters
+    assert gaps["identifier_repeat"] == pytest.approx(0.2) and gaps["whitespace"] == pytest.approx(0.0)
+    assert next(iter(type_gaps(results, "b", "test_unseen_package"))) == "keyword"
+    text = " ".join(type_findings(results))
+    assert "largest output-JSD gap of all prediction types (with ≥ 1000 characters) in 1 of 2" in text
 
 
 def test_reproduce_code_resumes_without_refitting(reproduced, trained, tiny_code_dir):

@@ -30,3 +30,19 @@ def test_readme_metric_example_runs():
     exec(compile(python_blocks()[1], "README.md", "exec"), namespace)
     out = namespace["faith"].compute(predictions=[[0.9, 0.1]], references=[[0.5, 0.5]])
     assert out["agreement"] == 1.0 and 0.0 < out["jsd"] < 1.0
+
+
+def test_every_readme_python_block_runs_in_order(tmp_path, monkeypatch):
+    """The code-task, interaction-basis and circuit examples build on the first block's names."""
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    for block in python_blocks():
+        exec(compile(block, "README.md", "exec"), namespace)
+    assert set(namespace["code_results"]) == {"original", "copy_svd_r4"}
+    assert namespace["code_results"]["copy_svd_r4"]["identifier_repeat"]["n"] > 0
+    assert namespace["copy"]["layer"] == 1
+    assert (tmp_path / "proxy-ib16" / "model.safetensors").is_file()
+    size = namespace["size"]
+    assert 0 <= size["kept_nodes"] <= size["total_nodes"] > 0  # a random model needs few nodes
+    assert namespace["circuit"].config.circuit_loss <= namespace["pruner"].target_loss
+    assert (tmp_path / "circuit-0p05" / "config.json").is_file()
