@@ -466,3 +466,18 @@ def test_with_slack_targets_the_models_own_loss_plus_slack(tiny_dyck_dir):
     for slack in (0, -1, math.nan):
         with pytest.raises(SimplifierError, match="slack must be a finite number > 0"):
             SparseCircuitPruner.with_slack(model, rows, slack)
+
+
+def test_cli_reproduce_with_only_the_new_families(tmp_path, tiny_dyck_dir):
+    from hf_illusions.cli import main
+
+    torch.manual_seed(0)
+    IllusionForCausalLM(IllusionConfig(d_model=16, n_head=1, d_mlp=32, n_layer=2)).save_pretrained(
+        tmp_path / "m"
+    )
+    argv = ["reproduce", "dyck", "--model", str(tmp_path / "m"), "--data", str(tiny_dyck_dir)]
+    argv += ["--data_config", "tiny", "--out", str(tmp_path / "rep"), "--quick"]
+    assert main([*argv, "--simplifiers", "interaction_basis,sparse_circuit"]) == 0
+    results = json.loads((tmp_path / "rep" / "results.json").read_text())
+    assert {r["family"] for r in results["proxies"].values()} == {"interaction_basis", "sparse_circuit"}
+    assert "## Pruned circuits" in (tmp_path / "rep" / "README.md").read_text()
