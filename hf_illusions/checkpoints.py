@@ -29,10 +29,12 @@ def model_classes() -> dict[str, tuple[type, type]]:
     """``model_type`` → (config class, model class) for every model hf-illusions can load."""
     from hf_illusions.modeling import IllusionConfig, IllusionForCausalLM
     from hf_illusions.simplify import IllusionProxyConfig, IllusionProxyForCausalLM
+    from hf_illusions.sparse.circuit import IllusionCircuitConfig, IllusionCircuitForCausalLM
 
     return {
         IllusionConfig.model_type: (IllusionConfig, IllusionForCausalLM),
         IllusionProxyConfig.model_type: (IllusionProxyConfig, IllusionProxyForCausalLM),
+        IllusionCircuitConfig.model_type: (IllusionCircuitConfig, IllusionCircuitForCausalLM),
     }
 
 

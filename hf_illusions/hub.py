@@ -103,14 +103,19 @@ def _require(folder: Path, names: list[str], what: str) -> None:
         raise PushError(f"{str(folder)!r} is not a complete {what}: missing {missing}")
 
 
-def _check_model_type(folder: Path, expected: str, kind: str, other: str) -> None:
+PROXY_TYPES = ("illusion-proxy", "illusion-circuit")  # attention/residual proxies, pruned circuits
+
+
+def _check_model_type(folder: Path, expected: str | tuple[str, ...], kind: str, other: str) -> None:
+    expected = (expected,) if isinstance(expected, str) else expected
     model_type = _read_json(folder / "config.json").get("model_type")
-    if model_type != expected:
+    if model_type not in expected:
+        wanted = " or ".join(repr(e) for e in expected)
         raise PushError(
-            f"{str(folder)!r} holds a model of type {model_type!r}, not {expected!r}; "
+            f"{str(folder)!r} holds a model of type {model_type!r}, not {wanted}; "
             f"push it with `hf-illusions push {other}`"
-            if model_type in ("illusion-transformer", "illusion-proxy")
-            else f"{str(folder)!r} holds a model of type {model_type!r}; `push {kind}` expects {expected!r}"
+            if model_type in ("illusion-transformer", *PROXY_TYPES)
+            else f"{str(folder)!r} holds a model of type {model_type!r}; `push {kind}` expects {wanted}"
         )
 
 
@@ -124,9 +129,9 @@ def check_model_folder(folder: Path) -> None:
 
 
 def check_proxy_folder(folder: Path) -> None:
-    """A fitted proxy: the same files as a model, ``model_type`` ``illusion-proxy``, its own card."""
+    """A fitted proxy: the same files as a model, a proxy ``model_type`` (or a circuit's), its own card."""
     _require(folder, ["config.json", "model.safetensors"], "proxy folder")
-    _check_model_type(folder, "illusion-proxy", "proxy", "model")
+    _check_model_type(folder, PROXY_TYPES, "proxy", "model")
     _card(folder, f"hf-illusions card proxy {folder} --results …")
 
 

@@ -287,3 +287,35 @@ def test_model_card_refuses_a_model_of_the_other_task(
     assert "vocab_size=43 but the code data" in capsys.readouterr().err
     assert main(["card", "model", str(code_model_dir), "--data", str(tiny_dyck_dir)]) == 2
     assert "vocab_size=101 but the Dyck data" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["interaction_basis", "sparse_circuit"])
+def test_proxy_card_describes_residual_and_circuit_proxies(workspace, tiny_dyck_dir, kind):
+    from hf_illusions.checkpoints import load_checkpoint
+    from hf_illusions.data.hub_folder import load_folder
+    from hf_illusions.simplify import InteractionBasisSimplifier
+    from hf_illusions.sparse import SparseCircuitPruner
+
+    root, _ = workspace
+    model, train = load_checkpoint(root / "model"), load_folder(tiny_dyck_dir)["train"]
+    if kind == "interaction_basis":
+        proxy = InteractionBasisSimplifier(k=4, layers=[1], n_sequences=16).fit(model, train)
+    else:
+        proxy = SparseCircuitPruner.with_slack(model, train, 0.2, n_sequences=16, steps=10).fit(model, train)
+    folder = root / kind
+    proxy.save_pretrained(folder)
+    out = root / f"{kind}.json"
+    args = ["evaluate", "--model", str(root / "model"), "--proxy", str(folder), "--data", str(tiny_dyck_dir)]
+    assert main([*args, "--max_sentences", "16", "--out", str(out)]) == 0
+    assert main(["card", "proxy", str(folder), "--results", str(out)]) == 0
+    card = ModelCard.load(folder / "README.md")
+    assert f"simplifier-{kind}" in card.data.tags
+    first = card.text.split("## Use")[0]
+    assert "the attention of" not in first  # these proxies do not touch attention weights
+    if kind == "interaction_basis":
+        assert "residual stream entering layer(s) 1" in first and "top 4 **interaction-basis**" in first
+        assert "IllusionProxyForCausalLM" in card.text
+    else:
+        size = proxy.config.circuit_size
+        assert f"{size['kept_nodes']} of its {size['total_nodes']} nodes" in first
+        assert "IllusionCircuitForCausalLM" in card.text and "--target_loss" in card.text

@@ -289,7 +289,8 @@ def test_offline_mode_refuses_to_push_but_allows_dry_runs(model_dir):
         (
             "proxy",
             "none",
-            "type 'illusion-transformer', not 'illusion-proxy'; push it with `hf-illusions push model`",
+            "type 'illusion-transformer', not 'illusion-proxy' or 'illusion-circuit'; "
+            "push it with `hf-illusions push model`",
         ),
         ("model", "no tokenizer", "missing ['tokenizer.json']"),
         ("model", "no metadata", "has no YAML metadata block"),
@@ -329,3 +330,24 @@ def test_push_defaults_to_the_code_repositories_for_code_folders(model_dir, tiny
     assert "hf-illusions/code-illusions" in capsys.readouterr().out
     assert main(["push", "model", str(model_dir), "--dry-run"]) == 0
     assert "hf-illusions/dyck-transformer" in capsys.readouterr().out
+
+
+def test_a_pruned_circuit_pushes_as_a_proxy_and_loads_back(hub, model_dir, tiny_dyck_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from hf_illusions.cards import evaluate_proxy, write_proxy_card
+    from hf_illusions.data.hub_folder import load_folder
+    from hf_illusions.sparse import IllusionCircuitForCausalLM, SparseCircuitPruner
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    train = load_folder(tiny_dyck_dir)["train"]
+    circuit = SparseCircuitPruner.with_slack(model, train, 0.2, n_sequences=16, steps=10).fit(model, train)
+    folder = tmp_path / "tiny-dyck-circuit"
+    circuit.save_pretrained(folder)
+    write_proxy_card(folder, evaluate_proxy(circuit, model, tiny_dyck_dir, splits=("test_iid",)))
+    result = push_cli(hub, "proxy", str(folder), "--repo-id", "someone/tiny-dyck-circuit")
+    assert result.returncode == 0, result.stderr
+    loaded = AutoModelForCausalLM.from_pretrained(hub.repo_dir("model", "someone/tiny-dyck-circuit"))
+    assert isinstance(loaded, IllusionCircuitForCausalLM)
+    assert loaded.config.circuit_size == circuit.config.circuit_size
+    torch.testing.assert_close(logits(loaded.eval()), logits(circuit), rtol=0, atol=0)

@@ -23,12 +23,50 @@ FAMILY_TITLES = {
     "svd": "low-rank (SVD) keys and queries",
     "kmeans": "k-means clustered keys and queries",
     "onehot": "one-hot attention",
+    "interaction_basis": "interaction-basis residual stream",
+    "sparse_circuit": "pruned circuit",
 }
 FITTED_STATE = {
     "svd": "per-head projection bases and means",
     "kmeans": "per-head query and key centroids",
     "onehot": "none: one-hot attention is data-independent",
+    "interaction_basis": "per-layer mean, kept basis directions and their duals",
+    "sparse_circuit": "per-node keep masks and training means",
 }
+PROXY_MODEL_TYPES = ("illusion-proxy", "illusion-circuit")
+SWEPT_SETTING = {"svd": "rank", "kmeans": "k", "interaction_basis": "k", "sparse_circuit": "target_loss"}
+
+
+def simplified_part(config: Mapping[str, Any]) -> str:
+    """What the proxy changed, in words, for the card's first paragraph (it differs by simplifier kind)."""
+    simplifier = config["simplifier"]
+    settings = config.get("simplifier_settings") or {}
+    settings_text = ", ".join(f"{k}={v}" for k, v in settings.items()) or "no settings"
+    if simplifier == "sparse_circuit":
+        size = config.get("circuit_size") or {}
+        return (
+            f"pruned to a **circuit** of {size.get('kept_nodes', '?')} of its {size.get('total_nodes', '?')} "
+            "nodes (query, key and value channels and MLP neurons; "
+            f"{size.get('kept_edges', '?')} of {size.get('total_edges', '?')} nonzero weights touch a kept "
+            "node), every pruned node replaced by its mean over training data "
+            f"({settings_text}), the weights untouched"
+        )
+    if simplifier == "interaction_basis":
+        layers = ", ".join(str(x) for x in config.get("simplified_residuals") or [])
+        return (
+            f"the residual stream entering layer(s) {layers} projected onto its top "
+            f"{settings.get('k', '?')} **interaction-basis** directions, the rest mean-ablated "
+            f"({settings_text}), everything else untouched"
+        )
+    heads = config.get("simplified_heads") or {}
+    heads_text = " and ".join(
+        f"layer {layer} ({'head' if len(hs) == 1 else 'heads'} {', '.join(map(str, hs))})"
+        for layer, hs in heads.items()
+    )
+    title = FAMILY_TITLES.get(simplifier, simplifier)
+    return (
+        f"the attention of {heads_text} replaced by **{title}** ({settings_text}), everything else untouched"
+    )
 
 
 def proxy_results(results: Mapping[str, Any], name: str) -> dict[str, dict]:
@@ -81,7 +119,7 @@ def write_proxy_card(
 
     proxy_dir = Path(proxy_dir)
     config = json.loads((proxy_dir / "config.json").read_text())
-    if config.get("model_type") != "illusion-proxy":
+    if config.get("model_type") not in PROXY_MODEL_TYPES:
         raise IllusionsError(
             f"{str(proxy_dir)!r} is not a proxy folder (model_type {config.get('model_type')!r})"
         )
@@ -142,8 +180,7 @@ def write_proxy_card(
             {"split": s, "jsd": f"{g['jsd']:+.4f}", "agreement": f"{g['agreement']:+.4f}"}
             for s, g in gap.items()
         ]
-    heads = config.get("simplified_heads") or {}
-    setting_key = {"svd": "rank", "kmeans": "k"}.get(simplifier)
+    setting_key = SWEPT_SETTING.get(simplifier)
     card = ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATES / "proxy_model_card.md"),
@@ -152,11 +189,8 @@ def write_proxy_card(
         simplifier=simplifier,
         base_model=base_model,
         repo_path=repo_id or f"{base_model.split('/')[0]}/{name}",  # where `push proxy` would put it
-        heads_text=" and ".join(
-            f"layer {layer} ({'head' if len(hs) == 1 else 'heads'} {', '.join(map(str, hs))})"
-            for layer, hs in heads.items()
-        ),
-        settings_text=", ".join(f"{k}={v}" for k, v in settings.items()) or "no settings",
+        simplified_part=simplified_part(config),
+        proxy_class=(config.get("architectures") or ["IllusionProxyForCausalLM"])[0],
         fitted_text=FITTED_STATE.get(simplifier, "see config.json"),
         cli_settings=f" --{setting_key} {settings[setting_key]}" if setting_key else "",
         n_sequences=settings.get("n_sequences", "–"),
