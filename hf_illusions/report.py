@@ -252,17 +252,32 @@ def code_tables(results: Mapping) -> str:
     heads = (results.get("analyses") or {}).get("heads")
     if heads:
         copy = heads["copy_head"]
+        on_data = (heads.get("on_data") or {}).get("mass")
         rows = [
-            [str(layer), *(f"{ind:.3f} / {prev:.3f}" for ind, prev in zip(ind_row, prev_row, strict=True))]
+            [
+                str(layer),
+                *(
+                    f"{ind:.3f} / {prev:.3f}" + (f" / {on_data[layer][h]:.3f}" if on_data else "")
+                    for h, (ind, prev) in enumerate(zip(ind_row, prev_row, strict=True))
+                ),
+            ]
             for layer, (ind_row, prev_row) in enumerate(
                 zip(heads["induction"], heads["previous_token"], strict=True)
             )
         ]
+        data_text = (
+            " / attention on induction targets in the fitting windows, at the "
+            f"{heads['on_data']['n_positions']} positions that predict a repeated identifier after a "
+            f"repeated bigram (uniform attention would give {heads['on_data']['chance']:.3f})"
+            if on_data
+            else ""
+        )
         parts += [
-            "## The copying head\n\nInduction / previous-token attention score of every head on a random "
+            "## The copying head\n\nPer head: induction / previous-token attention score on a random "
             f"string repeated twice ({heads['settings']['n_sequences']} strings of "
-            f"{heads['settings']['copy_length']} characters). Copying head: **layer {copy['layer']}, head "
-            f"{copy['head']}**.",
+            f"{heads['settings']['copy_length']} characters){data_text}. Copying head: **layer "
+            f"{copy['layer']}, head {copy['head']}**"
+            + (f" (selected by {copy['selected_by']})." if copy.get("selected_by") else "."),
             _table(["layer", *(f"head {h}" for h in range(len(heads["induction"][0])))], rows),
         ]
         copy_proxies = [n for n, r in results["proxies"].items() if r["family"].startswith("copy_head")]
@@ -452,8 +467,14 @@ def type_findings(results: Mapping) -> list[str]:
         )
     copy = (results.get("analyses") or {}).get("heads", {}).get("copy_head")
     if copy:
+        on_data = (
+            f"{_fmt(copy['induction_mass_on_data'])} of its attention on induction targets where a repeated "
+            f"identifier is predicted, against {_fmt(copy['chance_on_data'])} for uniform attention; "
+            if "induction_mass_on_data" in copy
+            else ""
+        )
         out.append(
-            f"The copying head is layer {copy['layer']} head {copy['head']} (induction score "
+            f"The copying head is layer {copy['layer']} head {copy['head']} ({on_data}induction score "
             f"{_fmt(copy['induction_score'])} on repeated random text)."
         )
     for name, rec in results["proxies"].items():

@@ -319,17 +319,20 @@ def reproduce_code(
 
     Same loop as :func:`reproduce_dyck`, on ``code-illusions`` windows (``n_fit_sequences``
     windows of 256 characters ≈ 64k fitting vectors per head). Before fitting, the copying
-    (induction) head is found with :func:`hf_illusions.tasks.copying.head_scores`; besides the
+    (induction) head is found on the fitting windows with
+    :func:`hf_illusions.tasks.copying.copy_scores_on_data` (the probe on repeated random text,
+    :func:`~hf_illusions.tasks.copying.head_scores`, is reported next to it); besides the
     whole-model sweeps, that head alone is simplified (SVD at ``copy_head_ranks``, one-hot), so
     its proxies' faithfulness on ``identifier_repeat`` can be read separately.
     """
     from hf_illusions.checkpoints import check_model_fits, load_checkpoint
     from hf_illusions.data import code
     from hf_illusions.data.code_folder import verify_code_folder, write_code_folder
+    from hf_illusions.data.code_labels import PREDICTION_TYPES
     from hf_illusions.data.hub_folder import load_folder
     from hf_illusions.simplify import OneHotSimplifier, SVDSimplifier
     from hf_illusions.tasks.code import CodeTask
-    from hf_illusions.tasks.copying import head_scores
+    from hf_illusions.tasks.copying import copy_scores_on_data, head_scores
 
     start = time.perf_counter()
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
@@ -365,8 +368,25 @@ def reproduce_code(
 
     tick = time.perf_counter()
     heads = head_scores(model, range(len(code.SPECIALS), code.VOCAB_SIZE), code.BOS_ID)
+    # The copying head is chosen on real code: where the next character repeats an identifier,
+    # the head whose attention sits most on the successors of earlier occurrences of the context.
+    repeat = PREDICTION_TYPES.index("identifier_repeat")
+    on_data = copy_scores_on_data(
+        model, fit_rows["input_ids"], [[t == repeat for t in row] for row in fit_rows["prediction_types"]]
+    )
+    heads["on_data"] = on_data
+    mass, copy_layer, copy_head = max(
+        (m, layer, h) for layer, row in enumerate(on_data["mass"]) for h, m in enumerate(row)
+    )
+    heads["copy_head"] = {
+        "layer": copy_layer,
+        "head": copy_head,
+        "induction_mass_on_data": mass,
+        "chance_on_data": on_data["chance"],
+        "induction_score": heads["induction"][copy_layer][copy_head],
+        "selected_by": "attention on induction targets at identifier_repeat positions of the fitting windows",
+    }
     timing["head_scores_s"] = time.perf_counter() - tick
-    copy_layer, copy_head = heads["copy_head"]["layer"], heads["copy_head"]["head"]
     data_settings = _read_json(dataset_dir / "code_settings.json") or {}
     workload = Workload(
         task=task,

@@ -130,10 +130,15 @@ def test_reproduce_code_scores_every_split_and_prediction_type(reproduced):
         for name in ("svd_r16", "copy_svd_r16"):
             assert results["splits"][split][name]["all"]["jsd"] < 1e-6
             assert results["splits"][split][name]["all"]["agreement"] == 1.0
-    # the copy-head proxies simplify that head only: attention elsewhere is the original's
+    # the copy-head proxies simplify that head only: attention below its layer is the original's
     attention = results["splits"]["test_iid"]["copy_onehot"]["attention_jsd"]
     assert attention[str(layer)] > 0
-    assert all(v < 1e-9 for k, v in attention.items() if k != str(layer))
+    assert all(v < 1e-9 for k, v in attention.items() if int(k) < layer)
+    # the head was chosen on real code: the largest attention on induction targets
+    heads = results["analyses"]["heads"]
+    mass = heads["on_data"]["mass"]
+    assert mass[layer][head] == max(max(row) for row in mass) == heads["copy_head"]["induction_mass_on_data"]
+    assert heads["on_data"]["n_positions"] > 0 and 0 < heads["on_data"]["chance"] < 1
 
 
 def test_code_report_has_per_type_tables_plots_and_copy_head_section(reproduced):
@@ -229,3 +234,30 @@ def test_verify_code_folder_passes_a_built_folder_and_catches_a_leaked_window(ti
     assert not report["ok"]
     assert any("also occurs in train" in v for v in report["violations"])
     assert any("also feeds split 'train'" in v for v in report["violations"])
+
+
+def test_copy_scores_on_data_match_a_direct_computation(trained):
+    from hf_illusions.checkpoints import load_checkpoint
+    from hf_illusions.tasks.copying import copy_scores_on_data
+
+    model = load_checkpoint(trained[1])
+    seq = [code.BOS_ID, *code.encode("ab_ab_ab")[1:]]  # bigram "ab" repeats: induction targets exist
+    scores = copy_scores_on_data(model, [seq])
+    attn = model(torch.tensor([seq]), output_attentions=True).attentions
+    # scored queries t and their targets j + 1, for every earlier j with (x[j-1], x[j]) == (x[t-1], x[t])
+    pairs = {
+        t: [j + 1 for j in range(1, t) if (seq[j - 1], seq[j]) == (seq[t - 1], seq[t])]
+        for t in range(1, len(seq))
+    }
+    pairs = {t: js for t, js in pairs.items() if js}
+    for layer in range(2):
+        for h in range(2):
+            manual = sum(attn[layer][0, h, t, js].sum().item() for t, js in pairs.items()) / len(pairs)
+            assert scores["mass"][layer][h] == pytest.approx(manual, abs=1e-6)
+    assert scores["n_positions"] == len(pairs)
+    assert scores["chance"] == pytest.approx(sum(len(js) / (t + 1) for t, js in pairs.items()) / len(pairs))
+    # only the flagged positions are scored
+    only_last = [[t == len(seq) - 1 for t in range(len(seq))]]
+    assert copy_scores_on_data(model, [seq], only_last)["n_positions"] == 1
+    with pytest.raises(SettingsError, match="no scored position repeats an earlier bigram"):
+        copy_scores_on_data(model, [code.encode("abcdef")])

@@ -77,4 +77,60 @@ def head_scores(
     }
 
 
-__all__ = ["head_scores"]
+@torch.no_grad()
+def copy_scores_on_data(
+    model: torch.nn.Module,
+    sequences: Sequence[Sequence[int]],
+    positions: Sequence[Sequence[bool]] | None = None,
+    max_batch_tokens: int = 16384,
+) -> dict:
+    """Per head, the attention mass on *induction targets* in real text, against chance.
+
+    For a query position ``t`` whose last two tokens ``x[t-1], x[t]`` occurred earlier as
+    ``x[j-1], x[j]`` (``j < t``), the induction targets are those ``j + 1``: the tokens that
+    followed the earlier occurrences, which a copying head attends to in order to predict
+    ``x[t+1]``. Only such positions are scored, and only those flagged in ``positions`` (e.g. the
+    positions predicting a repeated identifier; ``positions[i][t]`` refers to the prediction
+    made at ``t``); ``chance`` is the mass uniform attention would put on the same targets.
+    Returns ``{"mass": [[per head] per layer], "chance": float, "n_positions": int}``.
+    """
+    from hf_illusions.data.batching import iter_padded
+
+    config = model.config
+    totals = torch.zeros(config.n_layer, config.n_head, dtype=torch.float64)
+    chance, count = 0.0, 0
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        for idx, ids, mask in iter_padded(sequences, max_batch_tokens):
+            targets = torch.zeros(ids.shape[0], ids.shape[1], ids.shape[1], dtype=torch.bool)
+            for row, i in enumerate(idx):
+                seq = list(sequences[i])
+                seen: dict[tuple[int, int], list[int]] = {}
+                for t in range(1, len(seq)):
+                    key = (seq[t - 1], seq[t])
+                    wanted = positions is None or (t < len(positions[i]) and positions[i][t])
+                    if wanted and key in seen:
+                        targets[row, t, [j + 1 for j in seen[key]]] = True
+                    seen.setdefault(key, []).append(t)
+            rows = targets.any(-1)
+            if not rows.any():
+                continue
+            attentions = model(
+                ids.to(device), attention_mask=mask.to(device), output_attentions=True
+            ).attentions
+            for layer, attn in enumerate(attentions):  # (batch, head, query, key)
+                mass = (attn.float().cpu() * targets[:, None]).sum(-1)  # (batch, head, query)
+                totals[layer] += mass.permute(1, 0, 2)[:, rows].sum(-1).double()
+            n_keys = torch.arange(1, ids.shape[1] + 1, dtype=torch.float64)
+            chance += float((targets.sum(-1) / n_keys)[rows].sum())
+            count += int(rows.sum())
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise SettingsError("no scored position repeats an earlier bigram: nothing to measure copying on")
+    return {"mass": (totals / count).tolist(), "chance": chance / count, "n_positions": count}
+
+
+__all__ = ["copy_scores_on_data", "head_scores"]
