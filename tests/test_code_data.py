@@ -203,6 +203,14 @@ def test_manifest_lists_every_file_with_hash_and_licence(tiny_code_dir):
         assert len(f["sha256"]) == 64 and f["size"] > 0 and f["license"]
         assert f["split"] in code.SPLITS and f["status"] == "ok"
     assert manifest["counts"]["train_windows"] == len(ds["train"])
+    # the versions the corpus was read at: an upgraded package changes the splits
+    import importlib.metadata
+    import platform
+
+    versions = manifest["source_versions"]
+    assert versions["stdlib"] == f"python {platform.python_version()}"
+    assert versions["tqdm"] == importlib.metadata.version("tqdm")
+    assert set(versions) == {"stdlib", "tqdm", "packaging", "jinja2", "python-include"}  # the tiny preset
 
 
 def test_same_settings_give_identical_bytes(tiny_code_dir, tmp_path):

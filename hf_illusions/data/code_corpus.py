@@ -16,6 +16,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
+import platform
 import sysconfig
 import textwrap
 from collections.abc import Iterable
@@ -70,6 +71,18 @@ def package_root(name: str) -> tuple[Path, str, str, str]:
         )
     root = Path(next(iter(spec.submodule_search_locations)))
     return root, "**/*.py", "python", package_license(DISTRIBUTIONS.get(name, name))
+
+
+def source_version(name: str) -> str:
+    """The version a corpus source was read at: the interpreter's for the standard library and C
+    headers, the installed distribution's otherwise. Recorded in ``manifest.json`` because the
+    corpus — and so every split — changes when an installed package is upgraded."""
+    if name in (STDLIB, PYTHON_INCLUDE):
+        return f"python {platform.python_version()}"
+    try:
+        return importlib.metadata.version(DISTRIBUTIONS.get(name, name))
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def package_license(dist: str) -> str:

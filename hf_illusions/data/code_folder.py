@@ -18,6 +18,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 
 from hf_illusions import __version__
 from hf_illusions.data import code
+from hf_illusions.data import code_corpus as cc
 from hf_illusions.data.code_labels import PREDICTION_TYPES
 from hf_illusions.data.hub_folder import TEMPLATES, finish_out_dir, prepare_out_dir, size_category
 from hf_illusions.errors import DatasetError, SettingsError
@@ -56,9 +57,13 @@ def write_code_folder(
         card = render_code_dataset_card(ds, splits, settings, builder.corpus, config_name, out.name)
     card.save(tmp / "README.md")
     (tmp / SETTINGS_FILE).write_text(json.dumps(code.settings_dict(settings), indent=2) + "\n")
+    sources = [] if settings.codesearchnet else [
+        *settings.train_packages, *settings.unseen_packages, *settings.other_language
+    ]  # fmt: skip
     manifest = {
         "counts": builder.corpus.counts,
         "unseen_packages": list(builder.corpus.unseen_packages),
+        "source_versions": {name: cc.source_version(name) for name in sources},
         "files": builder.corpus.manifest,
     }
     (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
