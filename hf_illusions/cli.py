@@ -220,6 +220,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
         kwargs |= {"n_fit_sequences": 200 if args.task == "dyck" else 50}
         if args.task == "dyck":
             kwargs |= {"interaction_basis_ks": (16,), "circuit_slacks": (0.1,)}
+    kwargs["allow_other_training_data"] = args.allow_other_training_data
     run = reproduce_dyck if args.task == "dyck" else reproduce_code
     readme = run(model_dir=model, dataset_dir=data, out_dir=out, data_config=data_config, **kwargs)
     print(f"report: {readme}")
@@ -413,6 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: all for dyck; svd,kmeans,onehot for code)",
     )
     reproduce.add_argument("--quick", action="store_true", help="fewer settings and sentences (a smoke run)")
+    reproduce.add_argument(
+        "--allow_other_training_data",
+        action="store_true",
+        help="evaluate even if the data's train split differs from the one the model was trained on",
+    )
     reproduce.set_defaults(func=cmd_reproduce)
 
     cards = sub.add_parser("card", help="render a card (README.md with Hub metadata) from results")

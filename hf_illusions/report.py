@@ -523,6 +523,12 @@ def _header(results: Mapping) -> str:
         f"{m.get('n_parameters')} parameters",
         f"- data: `{d.get('dir')}` (config `{d.get('config')}`), sentences per split: "
         + ", ".join(f"{s}={n}" for s, n in (d.get("n_sentences") or {}).items()),
+        "- train split vs the model's training data: "
+        + {
+            True: f"identical (sha256 {(d.get('training_data') or {}).get('train_sha256_16')})",
+            False: "**differs** (evaluated with allow_other_training_data: test splits may overlap it)",
+            None: "not recorded with this model",
+        }[(d.get("training_data") or {}).get("matches")],
         f"- simplifiers fitted on the first {d.get('n_fit_sequences')} training sequences; "
         f"proxies: {', '.join(f'`{n}`' for n in results['proxies'])}",
         f"- wall time: {_fmt(timing.get('total_s'), 1)} s; splits reused from a previous run: "

@@ -47,6 +47,7 @@ from hf_illusions.sparse.weights import keep_fraction, sparsify_model_, weight_d
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
 TRACKERS = ("auto", "none", "tensorboard", "trackio", "wandb", "aim", "comet_ml", "mlflow", "clearml")
 CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
+TRAINING_DATA_FILE = "training_data.json"
 
 
 #: Per-task defaults of the settings left as ``None`` in :class:`TrainArgs`: those of the shipped
@@ -218,6 +219,27 @@ def load_task_data(args: TrainArgs):
     return DyckTask(n_types), ds, tokenizer, len(tokenizer)
 
 
+def describe_training_data(args: TrainArgs, train_ids: list[list[int]]) -> dict:
+    """What ``training_data.json`` in every saved model records about the train split it was fit on.
+
+    ``reproduce`` compares ``train_sha256_16`` with the data it evaluates on: a rebuilt dataset
+    whose train split differs (e.g. the code corpus read from other installed package versions)
+    could put the model's training text into a test split.
+    """
+    from hf_illusions.reproduce import sequences_hash
+
+    record = {
+        "task": args.task,
+        "dataset_dir": args.dataset_dir,
+        "n_train": len(train_ids),
+        "train_sha256_16": sequences_hash(train_ids),
+    }
+    manifest = Path(args.dataset_dir) / "manifest.json"
+    if manifest.is_file():  # code: the versions the corpus was read at
+        record["source_versions"] = json.loads(manifest.read_text()).get("source_versions")
+    return record
+
+
 def checkpoint_step(path: Path) -> int | None:
     """N for a finished ``checkpoint-N`` folder; None for anything else (``.tmp``, strays, half copies)."""
     match = CHECKPOINT_NAME.fullmatch(path.name)
@@ -380,6 +402,7 @@ def main(argv: list[str] | None = None) -> Path:
     accelerator.init_trackers("hf-illusions", config=asdict(args))
 
     global_batch = StepBatches(lengths, args.max_batch_tokens, args.seed)  # a pure function of step
+    training_data = describe_training_data(args, train_ids)
 
     log_file = out / "metrics.jsonl"
     n_params = sum(p.numel() for p in model.parameters())
@@ -446,7 +469,7 @@ def main(argv: list[str] | None = None) -> Path:
             log_metrics(accelerator, log_file, record)
             accelerator.print(json.dumps(record))
         if done % args.save_every == 0 or done == args.max_steps:
-            save_checkpoint(accelerator, out / f"checkpoint-{done}", done, tokenizer)
+            save_checkpoint(accelerator, out / f"checkpoint-{done}", done, tokenizer, training_data)
     final = out / "final"
     if accelerator.is_main_process:
         if final.exists():
@@ -495,7 +518,9 @@ def logged_step(line: str) -> float:
         return math.inf
 
 
-def save_checkpoint(accelerator: Accelerator, path: Path, step: int, tokenizer) -> None:
+def save_checkpoint(
+    accelerator: Accelerator, path: Path, step: int, tokenizer, training_data: dict | None = None
+) -> None:
     """``model/`` (save_pretrained + tokenizer), ``state/`` (accelerate), ``trainer_state.json``; atomic.
 
     Everything is written to ``checkpoint-N.tmp`` and renamed at the end; a kill at any point
@@ -511,6 +536,8 @@ def save_checkpoint(accelerator: Accelerator, path: Path, step: int, tokenizer) 
         unwrapped = accelerator.unwrap_model(accelerator._models[0])
         unwrapped.save_pretrained(tmp / "model")
         tokenizer.save_pretrained(tmp / "model")
+        if training_data is not None:  # which train split the model saw (checked by `reproduce`)
+            (tmp / "model" / TRAINING_DATA_FILE).write_text(json.dumps(training_data, indent=2) + "\n")
         (tmp / "trainer_state.json").write_text(json.dumps({"step": step}) + "\n")
         old = path.with_name(path.name + ".old")
         if path.exists():

@@ -310,3 +310,24 @@ def test_code_task_runs_in_the_evaluation_loop(tiny_code_dir):
     results = evaluate_models(model, seqs, task, attention=False)
     assert results["original"]["all"]["n"] == sum(len(s) - 1 for s in seqs)
     assert sum(results["original"][t]["n"] for t in PREDICTION_TYPES) == results["original"]["all"]["n"]
+
+
+def test_a_files_split_does_not_depend_on_which_other_files_exist():
+    """A package upgrade adds and removes files; no file that stays may move between splits."""
+    from hf_illusions.data.code_corpus import Document
+
+    def docs(paths):
+        return [Document(p, p.split("/")[0], "python", "x = 1\n") for p in paths]
+
+    settings = code.CodeSettings()
+    before = [f"pkg/mod_{i}.py" for i in range(400)]
+    after = before[50:] + [f"pkg/new_{i}.py" for i in range(120)]  # 50 removed, 120 added
+    split_of = {}
+    for paths in (before, after):
+        out = code.assign_splits(docs(paths), settings, unseen=())
+        split_of[len(paths)] = {d.source: split for split, members in out.items() for d in members}
+    kept = set(before) & set(after)
+    assert all(split_of[400][p] == split_of[470][p] for p in kept)
+    # the fractions hold on average (seeded hash → uniform draw)
+    shares = {s: sum(v == s for v in split_of[470].values()) / 470 for s in ("validation", "test_iid")}
+    assert 0.02 < shares["validation"] < 0.09 and 0.06 < shares["test_iid"] < 0.15

@@ -261,3 +261,27 @@ def test_copy_scores_on_data_match_a_direct_computation(trained):
     assert copy_scores_on_data(model, [seq], only_last)["n_positions"] == 1
     with pytest.raises(SettingsError, match="no scored position repeats an earlier bigram"):
         copy_scores_on_data(model, [code.encode("abcdef")])
+
+
+def test_training_records_its_train_split_and_reproduce_refuses_other_data(trained, tiny_code_dir, tmp_path):
+    import shutil
+
+    from hf_illusions.data.hub_folder import load_folder
+    from hf_illusions.errors import SplitError
+    from hf_illusions.reproduce import reproduce_code, sequences_hash
+
+    recorded = json.loads((trained[1] / "training_data.json").read_text())
+    train = load_folder(tiny_code_dir)["train"]["input_ids"]
+    assert recorded["train_sha256_16"] == sequences_hash(train) and recorded["n_train"] == len(train)
+    assert recorded["task"] == "code" and "tqdm" in recorded["source_versions"]
+    model = tmp_path / "model"
+    shutil.copytree(trained[1], model)
+    (model / "training_data.json").write_text(json.dumps({**recorded, "train_sha256_16": "0" * 16}))
+    small = dict(svd_ranks=(1,), kmeans_ks=(), onehot=False, copy_head_ranks=(), n_fit_sequences=4)
+    with pytest.raises(SplitError, match="was trained on another 'train' split than this dataset holds"):
+        reproduce_code(model, tiny_code_dir, tmp_path / "r1", data_config="tiny", progress=False, **small)
+    readme = reproduce_code(
+        model, tiny_code_dir, tmp_path / "r2", data_config="tiny", progress=False, max_eval_sentences=4,
+        allow_other_training_data=True, **small,
+    )  # fmt: skip
+    assert "train split vs the model's training data: **differs**" in readme.read_text()

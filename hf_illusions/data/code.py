@@ -6,9 +6,10 @@ sources in :mod:`hf_illusions.data.code_corpus`, or from CodeSearchNet files a u
 
 Splits (every split is cut at **file** level, then into windows; no window's ids occur twice):
 
-* ``train`` / ``validation`` / ``test_iid``: files of the training packages, ranked by a seeded
-  hash of their path; the first ``validation_fraction`` go to validation, the next
-  ``test_fraction`` to test_iid, the rest to train.
+* ``train`` / ``validation`` / ``test_iid``: files of the training packages, split by a seeded
+  hash of their path mapped to [0, 1): below ``validation_fraction`` → validation, below
+  ``validation_fraction + test_fraction`` → test_iid, else train. A file's split depends on its
+  path alone, so a package upgrade that adds or removes files never moves a file across splits.
 * ``test_unseen_package``: whole packages (CodeSearchNet: repositories) never seen in training —
   new authors, naming conventions and APIs, so identifiers must be copied from the context rather
   than recalled.
@@ -144,6 +145,11 @@ def window_starts(text: str, length: int, max_windows: int) -> list[int]:
     return starts
 
 
+def split_draw(seed: int, source: str) -> float:
+    """A file's uniform draw in [0, 1) for the train / validation / test_iid cut (seeded SHA-256)."""
+    return int(cc.seeded_rank(seed, "split", source)[:13], 16) / 16**13
+
+
 def assign_splits(
     docs: list[cc.Document], settings: CodeSettings, unseen: tuple[str, ...]
 ) -> dict[str, list[cc.Document]]:
@@ -157,14 +163,22 @@ def assign_splits(
             out["test_other_language"].append(doc)
         else:
             pool.append(doc)
-    pool.sort(key=lambda d: cc.seeded_rank(settings.seed, "split", d.source))
-    n_val = max(1, round(settings.validation_fraction * len(pool)))
-    n_test = max(1, round(settings.test_fraction * len(pool)))
-    out["validation"], out["test_iid"], out[TRAIN_SPLIT] = (
-        pool[:n_val],
-        pool[n_val : n_val + n_test],
-        pool[n_val + n_test :],
+    # Each file's split is a function of its own path and the seed only (a seeded hash mapped to
+    # [0, 1) against the fractions), never of which other files exist: upgrading an installed
+    # package adds or removes files but never moves an existing file between train and test.
+    cuts = (
+        (settings.validation_fraction, "validation"),
+        (settings.validation_fraction + settings.test_fraction, "test_iid"),
     )
+    for doc in sorted(pool, key=lambda d: split_draw(settings.seed, d.source)):
+        draw = split_draw(settings.seed, doc.source)
+        out[next((split for cut, split in cuts if draw < cut), TRAIN_SPLIT)].append(doc)
+    # A tiny corpus (a few CodeSearchNet files) can leave a split empty: it then takes one file from
+    # the largest of the other two. This only happens with a handful of files.
+    for split in (TRAIN_SPLIT, "validation", "test_iid"):
+        donor = max((TRAIN_SPLIT, "validation", "test_iid"), key=lambda s: len(out[s]))
+        if not out[split] and len(out[donor]) > 1:
+            out[split].append(out[donor].pop(0 if split != TRAIN_SPLIT else -1))
     for split, members in out.items():
         members.sort(key=lambda d: d.source)
         for doc in members:

@@ -28,8 +28,8 @@ SETTINGS_FILE = "code_settings.json"
 MANIFEST_FILE = "manifest.json"
 SPLIT_DEFINITIONS = {
     "train": "files of the training packages not held out below",
-    "validation": "held-out files of the training packages (seeded hash rank), for model selection",
-    "test_iid": "held-out files of the training packages (seeded hash rank)",
+    "validation": "held-out files of the training packages (seeded hash of the path), for model selection",
+    "test_iid": "held-out files of the training packages (seeded hash of the path)",
     "test_unseen_package": "every file of packages never seen in training: new names, conventions and APIs",
     "test_other_language": "C headers (or non-training languages): same characters, different syntax",
 }
