@@ -211,6 +211,7 @@ def test_manifest_lists_every_file_with_hash_and_licence(tiny_code_dir):
     assert versions["stdlib"] == f"python {platform.python_version()}"
     assert versions["tqdm"] == importlib.metadata.version("tqdm")
     assert set(versions) == {"stdlib", "tqdm", "packaging", "jinja2", "python-include"}  # the tiny preset
+    assert f"| `tqdm` | {versions['tqdm']} |" in (tiny_code_dir / "README.md").read_text()  # the card too
 
 
 def test_same_settings_give_identical_bytes(tiny_code_dir, tmp_path):

@@ -110,6 +110,7 @@ def render_code_dataset_card(
             "files": n,
             "bytes": sum(r["size"] for r in corpus.manifest if r["package"] == p),
             "license": next(r["license"] for r in corpus.manifest if r["package"] == p),
+            "version": "–" if settings.codesearchnet else cc.source_version(p),
         }
         for p, n in sorted(packages.items())
     ]
