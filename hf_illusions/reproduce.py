@@ -249,48 +249,18 @@ def reproduce_dyck(
     loss + slack); ``simplifiers`` keeps only the named families (``None`` = every family
     whose sweep is non-empty).
     """
-    from hf_illusions.checkpoints import check_model_fits, load_checkpoint
-    from hf_illusions.data.dyck import PRESETS, TEST_SPLITS, TRAIN_SPLIT
-    from hf_illusions.data.hub_folder import load_folder, write_dyck_folder
+    from hf_illusions.checkpoints import check_model_fits
+    from hf_illusions.data.dyck import PRESETS, TEST_SPLITS
+    from hf_illusions.data.hub_folder import write_dyck_folder
     from hf_illusions.data.verify import verify_dyck_folder
 
     start = time.perf_counter()
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
-    _check_sizes(n_fit_sequences, max_eval_sentences)
-    if data_config not in PRESETS:
-        raise SettingsError(f"data_config must be one of {sorted(PRESETS)}, got {data_config!r}")
-    check_output_path(out_dir, arg="out_dir", reuse=True)  # an existing report folder is resumed
-    timing: dict[str, Any] = {}
-
-    # The model first: a bad checkpoint fails in a second, before a 200k-sentence data build.
-    tick = time.perf_counter()
-    model = load_checkpoint(model_dir)
-    timing["load_model_s"] = time.perf_counter() - tick
-
-    tick = time.perf_counter()
-    built = not dataset_dir.exists()
-    if built:
-        write_dyck_folder(dataset_dir, config_name=data_config)
-    # Check every split property from the stored tokens before any number is computed on them.
-    verification = verify_dyck_folder(dataset_dir)
-    if not verification["ok"]:
-        raise SplitError(
-            f"dataset {str(dataset_dir)!r} fails verification: {verification['violations'][:3]} "
-            f"(run `hf-illusions data verify {dataset_dir}` for the full report)"
-        )
-    ds = load_folder(dataset_dir)
+    model, _, built, training_data, fit_rows, split_sequences, timing = _load_model_and_data(
+        model_dir, dataset_dir, out_dir, data_config, PRESETS, write_dyck_folder, verify_dyck_folder,
+        TEST_SPLITS, TEST_SPLITS, n_fit_sequences, max_eval_sentences, allow_other_training_data,
+    )  # fmt: skip
     data_settings = _read_json(dataset_dir / "dyck_settings.json") or {}
-    missing = [s for s in (TRAIN_SPLIT, *TEST_SPLITS) if s not in ds]
-    if missing:
-        raise SplitError(
-            f"dataset {str(dataset_dir)!r} lacks splits {missing}; rebuild it with write_dyck_folder"
-        )
-    training_data = check_training_data(
-        model_dir, ds[TRAIN_SPLIT].data.column("input_ids").to_pylist(), allow_other_training_data
-    )
-    fit_rows = ds[TRAIN_SPLIT].select(range(min(n_fit_sequences, len(ds[TRAIN_SPLIT]))))
-    split_sequences = {split: _first_sequences(ds[split], max_eval_sentences) for split in TEST_SPLITS}
-    timing["load_data_s"] = time.perf_counter() - tick
 
     task = DyckTask(n_types=int(data_settings.get("n_types", 20)), long_threshold=LONG_THRESHOLD)
     longest = max(len(s) for s in [*fit_rows["input_ids"], *itertools.chain(*split_sequences.values())])
@@ -362,47 +332,23 @@ def reproduce_code(
     whole-model sweeps, that head alone is simplified (SVD at ``copy_head_ranks``, one-hot), so
     its proxies' faithfulness on ``identifier_repeat`` can be read separately.
     """
-    from hf_illusions.checkpoints import check_model_fits, load_checkpoint
+    from hf_illusions.checkpoints import check_model_fits
     from hf_illusions.data import code
     from hf_illusions.data.code_folder import verify_code_folder, write_code_folder
     from hf_illusions.data.code_labels import PREDICTION_TYPES
-    from hf_illusions.data.hub_folder import load_folder
     from hf_illusions.simplify import OneHotSimplifier, SVDSimplifier
     from hf_illusions.tasks.code import CodeTask
     from hf_illusions.tasks.copying import copy_scores_on_data, head_scores
 
     start = time.perf_counter()
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
-    _check_sizes(n_fit_sequences, max_eval_sentences)
-    if data_config not in code.PRESETS:
-        raise SettingsError(f"data_config must be one of {sorted(code.PRESETS)}, got {data_config!r}")
-    check_output_path(out_dir, arg="out_dir", reuse=True)
-    timing: dict[str, Any] = {}
-    tick = time.perf_counter()
-    model = load_checkpoint(model_dir)
-    timing["load_model_s"] = time.perf_counter() - tick
-
-    tick = time.perf_counter()
-    built = not dataset_dir.exists()
-    if built:
-        write_code_folder(dataset_dir, config_name=data_config)
-    verification = verify_code_folder(dataset_dir)
-    if not verification["ok"]:
-        raise SplitError(
-            f"dataset {str(dataset_dir)!r} fails verification: {verification['violations'][:3]} "
-            f"(run `hf-illusions data verify {dataset_dir}` for the full report)"
-        )
-    ds = load_folder(dataset_dir)
-    test_splits = [s for s in ("test_iid", *code.OOD_SPLITS) if s in ds]
-    if code.TRAIN_SPLIT not in ds or "test_iid" not in ds:
-        raise SplitError(f"dataset {str(dataset_dir)!r} needs 'train' and 'test_iid' splits, has {list(ds)}")
-    training_data = check_training_data(
-        model_dir, ds[code.TRAIN_SPLIT].data.column("input_ids").to_pylist(), allow_other_training_data
-    )
-    fit_rows = ds[code.TRAIN_SPLIT].select(range(min(n_fit_sequences, len(ds[code.TRAIN_SPLIT]))))
-    split_sequences = {split: _first_sequences(ds[split], max_eval_sentences) for split in test_splits}
+    model, ds, built, training_data, fit_rows, split_sequences, timing = _load_model_and_data(
+        model_dir, dataset_dir, out_dir, data_config, code.PRESETS, write_code_folder, verify_code_folder,
+        ("test_iid",), ("test_iid", *code.OOD_SPLITS), n_fit_sequences, max_eval_sentences,
+        allow_other_training_data,
+    )  # fmt: skip
+    test_splits = list(split_sequences)
     task = CodeTask.from_dataset({s: ds[s] for s in test_splits})
-    timing["load_data_s"] = time.perf_counter() - tick
     longest = max(len(s) for s in [*fit_rows["input_ids"], *itertools.chain(*split_sequences.values())])
     check_model_fits(model, code.VOCAB_SIZE, longest, f"the data in {str(dataset_dir)!r}")
 
@@ -475,6 +421,66 @@ def reproduce_code(
         model, model_dir, workload, specs, out_dir, n_fit_sequences, max_eval_sentences, None,
         max_batch_tokens, resume, progress, save_proxies, timing, start,
     )  # fmt: skip
+
+
+def _load_model_and_data(
+    model_dir: str | Path,
+    dataset_dir: Path,
+    out_dir: Path,
+    data_config: str,
+    presets: Mapping[str, Any],
+    write_folder: Any,
+    verify_folder: Any,
+    required_tests: Sequence[str],
+    test_splits: Sequence[str],
+    n_fit_sequences: int,
+    max_eval_sentences: int | None,
+    allow_other_training_data: bool,
+) -> tuple:
+    """What every task's reproduction starts with, checked before any number is computed.
+
+    The model first (a bad checkpoint fails in a second, before a long data build); then the data
+    folder, built with preset ``data_config`` when missing, verified from its stored tokens, with
+    ``train`` and ``required_tests`` present and a train split the model was trained on
+    (:func:`check_training_data`). Returns ``(model, ds, built, training_data, fit_rows,
+    split_sequences, timing)``; ``split_sequences`` has the ``test_splits`` the folder holds.
+    """
+    from hf_illusions.checkpoints import load_checkpoint
+    from hf_illusions.data.hub_folder import load_folder
+
+    _check_sizes(n_fit_sequences, max_eval_sentences)
+    if data_config not in presets:
+        raise SettingsError(f"data_config must be one of {sorted(presets)}, got {data_config!r}")
+    check_output_path(out_dir, arg="out_dir", reuse=True)  # an existing report folder is resumed
+    timing: dict[str, Any] = {}
+    tick = time.perf_counter()
+    model = load_checkpoint(model_dir)
+    timing["load_model_s"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    built = not dataset_dir.exists()
+    if built:
+        write_folder(dataset_dir, config_name=data_config)
+    verification = verify_folder(dataset_dir)
+    if not verification["ok"]:
+        raise SplitError(
+            f"dataset {str(dataset_dir)!r} fails verification: {verification['violations'][:3]} "
+            f"(run `hf-illusions data verify {dataset_dir}` for the full report)"
+        )
+    ds = load_folder(dataset_dir)
+    missing = [s for s in ("train", *required_tests) if s not in ds]
+    if missing:
+        raise SplitError(
+            f"dataset {str(dataset_dir)!r} lacks splits {missing} (has {list(ds)}); rebuild it with "
+            "`hf-illusions data build`"
+        )
+    training_data = check_training_data(
+        model_dir, ds["train"].data.column("input_ids").to_pylist(), allow_other_training_data
+    )
+    fit_rows = ds["train"].select(range(min(n_fit_sequences, len(ds["train"]))))
+    split_sequences = {s: _first_sequences(ds[s], max_eval_sentences) for s in test_splits if s in ds}
+    timing["load_data_s"] = time.perf_counter() - tick
+    return model, ds, built, training_data, fit_rows, split_sequences, timing
 
 
 def circuit_specs(
