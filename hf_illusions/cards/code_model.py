@@ -8,21 +8,22 @@ sit in single types (repeated identifiers, the copy / induction case) that the o
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard
 
 from hf_illusions.cards.common import (
     HUB_REPO_IDS,
     IID_SPLIT,
     TEMPLATES,
+    _checkpoint_card_data,
     _count_parameters,
     _hardware,
     _model_name,
+    _save_checkpoint_card,
 )
 from hf_illusions.data.code_folder import SPLIT_DEFINITIONS
 from hf_illusions.data.code_labels import PREDICTION_TYPES
@@ -146,15 +147,7 @@ def write_code_model_card(
         for group in INDEX_GROUPS
         if _accuracy(res, group) is not None
     ]
-    card_data = ModelCardData(
-        model_name=name,
-        library_name="transformers",
-        license="apache-2.0",
-        pipeline_tag="text-generation",
-        datasets=[dataset_id],
-        tags=CODE_TAGS,
-        eval_results=eval_results,
-    )
+    card_data = _checkpoint_card_data(name, dataset_id, CODE_TAGS, eval_results)
     iid = _accuracy(accuracy.get(IID_SPLIT, {}), "all")
     rows = [
         {
@@ -202,6 +195,4 @@ def write_code_model_card(
         wall_time=wall_time,
         hardware=_hardware(),
     )
-    card.save(model_dir / "README.md")
-    (model_dir / "eval_results.json").write_text(json.dumps(accuracy, indent=2) + "\n")
-    return model_dir / "README.md"
+    return _save_checkpoint_card(card, model_dir, accuracy)

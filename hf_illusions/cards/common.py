@@ -73,6 +73,28 @@ def _hardware() -> str:
     return f"{platform.machine()} CPU ({platform.system()}), no GPU"
 
 
+def _checkpoint_card_data(name: str, dataset_id: str, tags: list[str], eval_results: list) -> Any:
+    """The ``ModelCardData`` every trained checkpoint's card shares (task-specific tags and results)."""
+    from huggingface_hub import ModelCardData
+
+    return ModelCardData(
+        model_name=name,
+        library_name="transformers",
+        license="apache-2.0",
+        pipeline_tag="text-generation",
+        datasets=[dataset_id],
+        tags=tags,
+        eval_results=eval_results,
+    )
+
+
+def _save_checkpoint_card(card: Any, model_dir: Path, accuracy: Mapping) -> Path:
+    """Write the card as ``README.md`` and the numbers it was rendered from as ``eval_results.json``."""
+    card.save(model_dir / "README.md")
+    (model_dir / "eval_results.json").write_text(json.dumps(accuracy, indent=2) + "\n")
+    return model_dir / "README.md"
+
+
 def _model_name(model_dir: Path) -> str:
     """The card's title and ``model-index`` name: the folder name, or ``<run>-checkpoint-N``.
 

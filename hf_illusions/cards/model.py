@@ -10,22 +10,23 @@ the code card in :mod:`hf_illusions.cards.code_model`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard
 
 from hf_illusions.cards.code_model import evaluate_code_checkpoint, write_code_model_card
 from hf_illusions.cards.common import (
     HUB_REPO_IDS,
     TAGS,
     TEMPLATES,
+    _checkpoint_card_data,
     _count_parameters,
     _evaluate_splits,
     _hardware,
     _model_name,
+    _save_checkpoint_card,
 )
 from hf_illusions.data import dyck
 from hf_illusions.errors import IllusionsError
@@ -169,15 +170,7 @@ def write_dyck_model_card(
         for split, res in accuracy.items()
         for group in ("close", "long_distance")
     ]
-    card_data = ModelCardData(
-        model_name=name,
-        library_name="transformers",
-        license="apache-2.0",
-        pipeline_tag="text-generation",
-        datasets=[dataset_id],
-        tags=[*TAGS, "illusion-transformer"],
-        eval_results=eval_results,
-    )
+    card_data = _checkpoint_card_data(name, dataset_id, [*TAGS, "illusion-transformer"], eval_results)
     rows = [
         {
             "split": split,
@@ -206,6 +199,4 @@ def write_dyck_model_card(
         hardware=_hardware(),
         step=step,
     )
-    card.save(model_dir / "README.md")
-    (model_dir / "eval_results.json").write_text(json.dumps(accuracy, indent=2) + "\n")
-    return model_dir / "README.md"
+    return _save_checkpoint_card(card, model_dir, accuracy)
