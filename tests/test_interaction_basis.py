@@ -141,10 +141,16 @@ def test_fit_on_the_model_matches_full_jacobians_computed_directly(model):
     """
     sequence = [1, 3, 5, 25, 23, 2]
     bases = fit_interaction_bases(model, [sequence], lowest_layer=1, n_random_projections=None)
-    with torch.no_grad():
-        streams = model(torch.tensor([sequence]), output_hidden_states=True).hidden_states
     n = len(sequence)
     causal = torch.full((n, n), torch.finfo(torch.float32).min).triu(1)[None, None]
+    # the residual streams by hand, not from ``hidden_states`` (whose last entry is post-norm)
+    with torch.no_grad():
+        ids = torch.tensor([sequence])
+        streams = [model.model.embed_tokens(ids) + model.model.embed_positions(torch.arange(n)[None])]
+        for block in model.model.layers:
+            streams.append(block(streams[-1], attention_mask=causal))
+        final = model.lm_head(model.model.norm(streams[-1]))
+        torch.testing.assert_close(final, model(ids).logits)  # the hand-built chain is the model
 
     def centered_logits(x: torch.Tensor) -> torch.Tensor:
         out = model.lm_head(model.model.norm(x))

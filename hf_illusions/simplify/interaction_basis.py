@@ -190,14 +190,14 @@ def fit_interaction_bases(
                 ids, mask = pad_batch([sequences[i] for i in idx])
                 ids, mask = ids.to(device), mask.to(device)
                 out = model(ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
-                streams = out.hidden_states  # inputs of each block, then the last block's output
                 causal = create_causal_mask(
                     config=config,
-                    inputs_embeds=streams[0],
+                    inputs_embeds=out.hidden_states[0],
                     attention_mask=mask,
                     cache=None,
                     position_ids=torch.arange(ids.shape[1], device=device)[None],
                 )
+                streams = final_residual_streams(model, out.hidden_states, causal)
                 batches.append((mask.bool(), causal, streams))
         generator = torch.Generator().manual_seed(seed)
         n_tokens = sum(lengths)
@@ -218,6 +218,21 @@ def fit_interaction_bases(
     finally:
         model.train(was_training)
     return bases
+
+
+def final_residual_streams(
+    model: IllusionForCausalLM, hidden_states: Sequence[torch.Tensor], causal: Any
+) -> list[torch.Tensor]:
+    """The node layers' activations: the input of every block, then the final residual *before* the norm.
+
+    transformers' output capturing ties the last entry of ``hidden_states`` to the model's output,
+    which is already through the final LayerNorm; fitting on it would apply that norm twice (once in
+    the data, once in :func:`_next_coordinates`). The pre-norm final stream is recomputed from the
+    last block's input instead: one extra block forward per batch, no hooks.
+    """
+    n_layer = model.config.n_layer
+    inputs = list(hidden_states[:n_layer])
+    return [*inputs, model.model.layers[n_layer - 1](inputs[-1], attention_mask=causal)]
 
 
 def _next_coordinates(
