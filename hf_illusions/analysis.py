@@ -215,7 +215,8 @@ class PositionPrediction:
 class SentenceAnalysis:
     """Everything the Space shows for one sentence and one proxy.
 
-    ``metrics[group]`` has ``n``, ``jsd`` and ``agreement`` for every group and, for the scored
+    ``metrics[group]`` has ``n``, ``jsd``, ``agreement`` (of the argmaxes among closing brackets,
+    the scored candidate set) and ``agreement_full`` (whole vocabulary) for every group and, for the scored
     groups (``close``, ``long_distance``), ``accuracy_original`` and ``accuracy_proxy``; a group
     with no positions has ``n = 0`` and ``None`` elsewhere. ``attentions[layer]`` is a pair of
     ``(n_head, query, key)`` arrays (original, proxy).
@@ -279,11 +280,20 @@ def _group_metrics(
     metrics: dict[str, dict[str, float | int | None]] = {}
     for group in GROUPS:
         mask = groups[group]
-        res: dict[str, float | int | None] = {"n": int(mask.sum()), "jsd": None, "agreement": None}
+        res: dict[str, float | int | None] = {
+            "n": int(mask.sum()),
+            "jsd": None,
+            "agreement": None,
+            "agreement_full": None,
+        }
         if group in SCORED_GROUPS:
             res.update(accuracy_original=None, accuracy_proxy=None)
         if res["n"]:
             res.update(faithfulness(prox["probs"], orig["probs"], mask=mask))
+            # headline agreement uses the scored candidate set (closing brackets), as accuracy does
+            res["agreement_full"] = res["agreement"]
+            same = prox["close_probs"].argmax(-1) == orig["close_probs"].argmax(-1)
+            res["agreement"] = float(same[mask].mean())
             if group in SCORED_GROUPS:
                 labels = np.where(mask, targets - vocab.close_ids.start, -100)  # index among closes
                 res["accuracy_original"] = accuracy(orig["close_probs"], labels, mask=mask)

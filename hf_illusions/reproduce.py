@@ -33,14 +33,16 @@ import torch
 from tqdm.auto import tqdm
 
 from hf_illusions import __version__
+from hf_illusions.data.sampling import sample_rows
 from hf_illusions.errors import SettingsError, SimplifierError, SplitError
-from hf_illusions.evaluation import ORIGINAL, evaluate_models
+from hf_illusions.evaluation import ORIGINAL, SentenceSums, sentence_sums
+from hf_illusions.intervals import merge_intervals, split_intervals
 from hf_illusions.paths import check_output_path
 from hf_illusions.tasks.dyck import LONG_THRESHOLD, DyckTask
 
 DEFAULT_SVD_RANKS = (1, 2, 4, 8, 16, 32, 64)
 DEFAULT_KMEANS_KS = (2, 4, 8, 16, 32, 64)
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: per-sentence sums, intervals, sampled rows, scored-set agreement
 IID_SPLIT = "test_iid"
 
 
@@ -215,6 +217,7 @@ class Workload:
     fit_rows: Any  # a datasets.Dataset with input_ids (the training prefix the simplifiers fit on)
     split_sequences: dict[str, list[list[int]]]
     dataset: dict  # results["dataset"]
+    sample: dict  # seed, strata column, fitting rows and scored rows per split (dataset indices)
     settings: dict = field(default_factory=dict)  # task settings that determine the numbers
     analyses: dict = field(default_factory=dict)  # extra measured facts for the report (e.g. heads)
 
@@ -256,7 +259,7 @@ def reproduce_dyck(
 
     start = time.perf_counter()
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
-    model, _, built, training_data, fit_rows, split_sequences, timing = _load_model_and_data(
+    model, _, built, training_data, fit_rows, split_sequences, timing, sample = _load_model_and_data(
         model_dir, dataset_dir, out_dir, data_config, PRESETS, write_dyck_folder, verify_dyck_folder,
         TEST_SPLITS, TEST_SPLITS, n_fit_sequences, max_eval_sentences, allow_other_training_data,
     )  # fmt: skip
@@ -278,6 +281,7 @@ def reproduce_dyck(
             "settings": data_settings,
             "training_data": training_data,
         },
+        sample=sample,
         settings={"long_threshold": task.long_threshold},
     )
     families = check_families(simplifiers) if simplifiers is not None else list(FAMILIES)
@@ -342,7 +346,7 @@ def reproduce_code(
 
     start = time.perf_counter()
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
-    model, ds, built, training_data, fit_rows, split_sequences, timing = _load_model_and_data(
+    model, ds, built, training_data, fit_rows, split_sequences, timing, sample = _load_model_and_data(
         model_dir, dataset_dir, out_dir, data_config, code.PRESETS, write_code_folder, verify_code_folder,
         ("test_iid",), ("test_iid", *code.OOD_SPLITS), n_fit_sequences, max_eval_sentences,
         allow_other_training_data,
@@ -395,6 +399,7 @@ def reproduce_code(
             "training_data": training_data,
             "source_versions": (_read_json(dataset_dir / "manifest.json") or {}).get("source_versions"),
         },
+        sample=sample,
         settings={"copy_head": [copy_layer, copy_head]},
         analyses={"heads": heads},
     )
@@ -477,10 +482,40 @@ def _load_model_and_data(
     training_data = check_training_data(
         model_dir, ds["train"].data.column("input_ids").to_pylist(), allow_other_training_data
     )
-    fit_rows = ds["train"].select(range(min(n_fit_sequences, len(ds["train"]))))
-    split_sequences = {s: _first_sequences(ds[s], max_eval_sentences) for s in test_splits if s in ds}
+    fit_indices = sample_split(ds["train"], n_fit_sequences, "train")
+    fit_rows = ds["train"].select(fit_indices)
+    rows = {s: sample_split(ds[s], max_eval_sentences, s) for s in test_splits if s in ds}
+    split_sequences = {s: [list(ids) for ids in ds[s].select(r)["input_ids"]] for s, r in rows.items()}
     timing["load_data_s"] = time.perf_counter() - tick
-    return model, ds, built, training_data, fit_rows, split_sequences, timing
+    sample = {
+        "seed": SAMPLE_SEED,
+        "stratified_by": _strata_column(ds["train"]),
+        "fit_rows": fit_indices,
+        "rows": rows,
+    }
+    return model, ds, built, training_data, fit_rows, split_sequences, timing, sample
+
+
+#: seed of the row samples (fitting rows and scored rows); recorded in results.json
+SAMPLE_SEED = 0
+#: column that stratifies samples when the split has it (code windows: their package)
+STRATA_COLUMN = "package"
+
+
+def _strata_column(split: Any) -> str | None:
+    return STRATA_COLUMN if STRATA_COLUMN in split.column_names else None
+
+
+def sample_split(split: Any, n: int | None, name: str, seed: int = SAMPLE_SEED) -> list[int]:
+    """Row indices of a seeded sample of ``split`` (all rows when ``n`` is None or ≥ its size).
+
+    Stratified by ``package`` where the split has that column (code: the builder orders windows
+    by file path, so a prefix would come from one or two packages); a plain seeded draw otherwise
+    (Dyck splits are i.i.d. draws, so any sample is fair, and the seeded one keeps it so).
+    """
+    column = _strata_column(split)
+    strata = split.data.column(column).to_pylist() if column else None
+    return sample_rows(len(split), n, seed=seed, strata=strata, name=name)
 
 
 def circuit_specs(
@@ -551,15 +586,20 @@ def run_reproduction(
     splits_out: dict[str, dict] = {}
     resumed: dict[str, bool] = {}
     proxy_info: dict[str, dict] = _read_json(results_dir / "proxy_info.json") or {}
+    sums_by_split: dict[str, SentenceSums] = {}
     for split in tqdm(list(split_sequences), desc="splits", disable=not progress):
         sequences = split_sequences[split]
         split_fp = fingerprint({**settings, "split": split, "sequences": sequences_hash(sequences)})
-        path = results_dir / f"{split}.json"
+        path, sums_path = results_dir / f"{split}.json", results_dir / f"{split}.npz"
         previous = _read_json(path) if resume else None
-        if previous is not None and previous.get("fingerprint") == split_fp:
-            splits_out[split], resumed[split] = previous["results"], True
-            timing["evaluate_s"][split] = previous.get("wall_time_s")
-            continue
+        if previous is not None and previous.get("fingerprint") == split_fp and sums_path.is_file():
+            try:
+                sums_by_split[split] = SentenceSums.load(sums_path)
+                splits_out[split], resumed[split] = previous["results"], True
+                timing["evaluate_s"][split] = previous.get("wall_time_s")
+                continue
+            except (OSError, ValueError, KeyError):  # a damaged sums file: evaluate the split again
+                pass
         if proxies is None:  # fit lazily: a fully resumed run never pays for fitting
             proxies = _fit_all(specs, model, fit_rows, timing["fit_s"], progress)
             proxy_info = {name: _proxy_info(proxy) for name, proxy in proxies.items()}
@@ -568,18 +608,17 @@ def run_reproduction(
                 for name, proxy in proxies.items():
                     proxy.save_pretrained(out_dir / "proxies" / name)
         tick = time.perf_counter()
-        result = _jsonable(
-            evaluate_models(
-                model,
-                sequences,
-                task,
-                proxies=proxies,
-                max_batch_tokens=max_batch_tokens,
-                attention=True,
-                progress=progress,
-                desc=split,
-            )
+        sums = sentence_sums(
+            model,
+            sequences,
+            task,
+            proxies=proxies,
+            max_batch_tokens=max_batch_tokens,
+            attention=True,
+            progress=progress,
+            desc=split,
         )
+        result = _jsonable(merge_intervals(sums.means(), split_intervals(sums, split)))
         wall = time.perf_counter() - tick
         record = {
             "split": split,
@@ -589,9 +628,13 @@ def run_reproduction(
             "wall_time_s": wall,
             "results": result,
         }
+        sums.save(sums_path)  # the sums first: a JSON without them is not taken as finished
         _write_json(path, record)
-        splits_out[split], resumed[split] = result, False
+        sums_by_split[split], splits_out[split], resumed[split] = sums, result, False
         timing["evaluate_s"][split] = wall
+    tick = time.perf_counter()
+    cross_split = _cross_split_analyses(sums_by_split, task, [spec.name for spec in specs])
+    timing["intervals_s"] = time.perf_counter() - tick
     timing["total_s"] = time.perf_counter() - start
 
     proxies_record = {
@@ -608,6 +651,7 @@ def run_reproduction(
             **workload.dataset,
             "n_sentences": {split: len(seqs) for split, seqs in split_sequences.items()},
             "n_fit_sequences": len(fit_rows),
+            "sample": workload.sample,
         },
         "evaluation": {
             "reference_model": ORIGINAL,
@@ -620,12 +664,46 @@ def run_reproduction(
         "proxies": proxies_record,
         "analyses": workload.analyses,
         "splits": splits_out,
+        **cross_split,
         "resumed": resumed,
         "timing": timing,
         "versions": _versions(),
     }
     _write_json(out_dir / "results.json", results)
     return write_report(results, out_dir)
+
+
+def _cross_split_analyses(
+    sums_by_split: Mapping[str, SentenceSums], task: Any, proxies: Sequence[str]
+) -> dict:
+    """What needs two splits: OOD − IID gaps with intervals, and (Dyck) the depth / length confounds."""
+    from hf_illusions.intervals import gap
+
+    iid = sums_by_split.get(IID_SPLIT)
+    if iid is None:
+        return {}
+    gaps: dict = {}
+    for name in proxies:
+        per_split = {}
+        for split, sums in sums_by_split.items():
+            if split == IID_SPLIT:
+                continue
+            per_split[split] = {
+                group: {q: gap(sums, split, iid, IID_SPLIT, name, group, q) for q in GAP_QUANTITIES}
+                for group in task.headline_groups
+                if group in sums.groups
+            }
+        gaps[name] = per_split
+    out = {"gaps": _jsonable(gaps)}
+    if getattr(task, "cell_names", None):
+        from hf_illusions.confounds import confound_analyses
+
+        out["confounds"] = _jsonable(confound_analyses(dict(sums_by_split), proxies, IID_SPLIT))
+    return out
+
+
+#: quantities whose OOD − IID gap results.json gives (with intervals)
+GAP_QUANTITIES = ("jsd", "agreement", "accuracy_diff")
 
 
 def _proxy_info(proxy: torch.nn.Module) -> dict:
@@ -657,12 +735,6 @@ def _fit_all(
         proxies[spec.name] = spec.simplifier.fit(model, fit_rows).eval()
         fit_times[spec.name] = time.perf_counter() - tick
     return proxies
-
-
-def _first_sequences(split: Any, limit: int | None) -> list[list[int]]:
-    """The first ``limit`` sentences of a split as id lists (the order is the builder's, seeded)."""
-    n = len(split) if limit is None else min(limit, len(split))
-    return [list(ids) for ids in split.select(range(n))["input_ids"]]
 
 
 def _preset_name(data_settings: dict, presets: Mapping[str, Any], settings_dict: Any) -> str:

@@ -54,6 +54,7 @@ def test_sentence_numbers_equal_the_evaluation_loop(explorer, deep_sentence, cho
         assert ours["n"] == theirs["n"]
         assert ours["jsd"] == pytest.approx(theirs["jsd"], abs=1e-7)
         assert ours["agreement"] == pytest.approx(theirs["agreement"])
+        assert ours["agreement_full"] == pytest.approx(theirs["agreement_full"])
     for group in ("close", "long_distance"):
         assert analysis.metrics[group]["accuracy_proxy"] == pytest.approx(loop["p"][group]["accuracy"])
         assert analysis.metrics[group]["accuracy_original"] == pytest.approx(
