@@ -17,6 +17,8 @@ from pathlib import Path
 
 ORIGINAL = "original"
 IID_SPLIT = "test_iid"
+#: keys of a model's per-split results that are not position groups
+NON_GROUP_KEYS = ("attention_jsd", "attention_agreement", "attention_ci")
 HEADLINE_GROUPS = ("close", "long_distance")  # Dyck; results.json says which groups a task scores
 FAMILY_TITLES = {
     "svd": "SVD (low-rank keys/queries)",
@@ -46,7 +48,7 @@ def headline(results: Mapping) -> tuple[str, str]:
 def type_groups_of(results: Mapping) -> list[str]:
     """Code: the prediction types present in the results (every group except ``all``), in order."""
     first = next(iter(results["splits"].values()), {}).get(ORIGINAL, {})
-    return [g for g in first if g not in ("all", "attention_jsd") and isinstance(first[g], Mapping)]
+    return [g for g in first if g not in ("all", *NON_GROUP_KEYS) and isinstance(first[g], Mapping)]
 
 
 # ---------------------------------------------------------------- reading the results dict
@@ -392,18 +394,6 @@ def findings(results: Mapping, group: str | None = None) -> list[str]:
             f"{FAMILY_TITLES[family].split(' (')[0]} output JSD decreases monotonically with {param} on "
             f"{len(mono)} of {len(splits_of(results))} splits{tail}."
         )
-    depth = "test_unseen_depth"
-    if depth in results["splits"]:
-        for family, name in representative_proxies(results).items():
-            a_p, a_o = (value(results, depth, m, group, "accuracy") for m in (name, ORIGINAL))
-            if math.isnan(a_p) or math.isnan(a_o):
-                continue
-            verb = (
-                "over-generalizes (higher accuracy than the original)"
-                if a_p > a_o
-                else ("matches the original" if a_p == a_o else "under-generalizes")
-            )
-            out.append(f"On `{depth}` (`{group}`), `{name}` ({family}) {verb}: {_fmt(a_p)} vs {_fmt(a_o)}.")
     if results.get("task") == "code":
         out += type_findings(results)
     return out
@@ -480,16 +470,17 @@ def type_findings(results: Mapping) -> list[str]:
     for name, rec in results["proxies"].items():
         if not rec["family"].startswith("copy_head"):
             continue
-        over = []
         for split in ood_splits(results):
-            a_p, a_o = (value(results, split, m, "identifier_repeat", "accuracy") for m in (name, ORIGINAL))
-            if a_p > a_o:
-                over.append(f"`{split}` {_fmt(a_p)} vs {_fmt(a_o)}")
-        if over:
+            entry = results["splits"][split].get(name, {}).get("identifier_repeat") or {}
+            ci = (entry.get("ci") or {}).get("accuracy_diff")
+            if ci is None:
+                continue
+            word = {1: "over-generalizes", -1: "under-generalizes"}.get(
+                (ci[0] > 0) - (ci[1] < 0), "is within noise of the original"
+            )
             out.append(
-                f"`{name}` over-generalizes on `identifier_repeat`: its accuracy beats the original's on "
-                + ", ".join(over)
-                + "."
+                f"`{name}` {word} on `identifier_repeat` of `{split}`: accuracy − original's "
+                f"{entry['accuracy_diff']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]."
             )
     return out
 
@@ -712,15 +703,25 @@ def write_report(results: dict, out_dir: str | Path) -> Path:
         plot_gap_per_type(results, out_dir / "gap_per_type.png")
         figures += "\n\n![JSD per type](jsd_per_type.png)\n\n![gap per type](gap_per_type.png)"
         sections.insert(0, code_tables(results))
+    from hf_illusions.report_stats import confound_sections, findings_section, gap_table
+
     facts = findings(results)
+    confounds, confound_figures = confound_sections(results, out_dir)
+    group = headline(results)[0]
+    gap_tables = [gap_table(results, group, q) for q in ("jsd", "accuracy_diff")]
     text = "\n\n".join(
-        [
+        part
+        for part in [
             _header(results),
-            "## Findings (computed from the numbers below)\n\n"
-            + (" ".join(facts) or "No comparisons available."),
+            findings_section(results),
+            "## Other measured facts\n\n" + ("\n".join(f"- {f}" for f in facts) or "None."),
             figures,
+            confound_figures,
+            *gap_tables,
+            confounds,
             *(section for section in sections if section),
         ]
+        if part
     )
     readme = out_dir / "README.md"
     readme.write_text(text)

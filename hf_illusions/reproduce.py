@@ -633,7 +633,9 @@ def run_reproduction(
         sums_by_split[split], splits_out[split], resumed[split] = sums, result, False
         timing["evaluate_s"][split] = wall
     tick = time.perf_counter()
-    cross_split = _cross_split_analyses(sums_by_split, task, [spec.name for spec in specs])
+    cross_split = _cross_split_analyses(
+        sums_by_split, task, [spec.name for spec in specs], (splits_out, settings["proxies"])
+    )
     timing["intervals_s"] = time.perf_counter() - tick
     timing["total_s"] = time.perf_counter() - start
 
@@ -674,7 +676,10 @@ def run_reproduction(
 
 
 def _cross_split_analyses(
-    sums_by_split: Mapping[str, SentenceSums], task: Any, proxies: Sequence[str]
+    sums_by_split: Mapping[str, SentenceSums],
+    task: Any,
+    proxies: Sequence[str],
+    findings_inputs: tuple[Mapping, Mapping] | None = None,
 ) -> dict:
     """What needs two splits: OOD − IID gaps with intervals, and (Dyck) the depth / length confounds."""
     from hf_illusions.intervals import gap
@@ -695,6 +700,11 @@ def _cross_split_analyses(
             }
         gaps[name] = per_split
     out = {"gaps": _jsonable(gaps)}
+    if findings_inputs is not None:
+        from hf_illusions.findings import paper_findings
+
+        splits_out, proxy_records = findings_inputs
+        out["findings"] = _jsonable(paper_findings(sums_by_split, splits_out, proxy_records, task.name))
     if getattr(task, "cell_names", None):
         from hf_illusions.confounds import confound_analyses
 
