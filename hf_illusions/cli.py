@@ -215,6 +215,10 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     kwargs: dict = {"simplifiers": check_families(args.simplifiers) if args.simplifiers else None}
     if args.task == "dyck":
         kwargs |= {"interaction_basis_ks": DEFAULT_IB_KS, "circuit_slacks": DEFAULT_CIRCUIT_SLACKS}
+    if args.sweep == "seed":
+        from hf_illusions.reproduce import SEED_SWEEPS
+
+        kwargs |= SEED_SWEEPS[args.task]
     if args.quick:
         kwargs |= {"svd_ranks": (1, 4, 16), "kmeans_ks": (4, 16), "max_eval_sentences": 200}
         kwargs |= {"n_fit_sequences": 200 if args.task == "dyck" else 50}
@@ -224,6 +228,18 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     run = reproduce_dyck if args.task == "dyck" else reproduce_code
     readme = run(model_dir=model, dataset_dir=data, out_dir=out, data_config=data_config, **kwargs)
     print(f"report: {readme}")
+
+
+def cmd_findings(args: argparse.Namespace) -> None:
+    from hf_illusions.seeds import README_PROXIES, write_summary
+
+    groups = {}
+    for name, *dirs in args.group:
+        if not dirs:
+            raise SettingsError(f"--group {name}: give at least one report folder after the group name")
+        groups[name] = dirs
+    path = write_summary(groups, args.summary, args.out, README_PROXIES, args.readme)
+    print(f"findings: {path}")
 
 
 def cmd_card(args: argparse.Namespace) -> None:
@@ -415,11 +431,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reproduce.add_argument("--quick", action="store_true", help="fewer settings and sentences (a smoke run)")
     reproduce.add_argument(
+        "--sweep",
+        choices=("full", "seed"),
+        default="full",
+        help="full: every setting (default); seed: each family's representative settings, for extra "
+        "training seeds (see SEED_SWEEPS in hf_illusions/reproduce.py)",
+    )
+    reproduce.add_argument(
         "--allow_other_training_data",
         action="store_true",
         help="evaluate even if the data's train split differs from the one the model was trained on",
     )
     reproduce.set_defaults(func=cmd_reproduce)
+
+    findings = sub.add_parser(
+        "findings",
+        help="the paper's findings across seeds: reports/findings + reports/summary (+ the README block)",
+    )
+    findings.add_argument(
+        "--group",
+        action="append",
+        nargs="+",
+        required=True,
+        metavar=("NAME", "REPORT"),
+        help="a group of seeds: its name, then its report folders, main seed first "
+        "(e.g. --group dyck reports/dyck reports/dyck-seed1); repeatable",
+    )
+    findings.add_argument("--summary", default="reports/summary", help="compact summaries (committed)")
+    findings.add_argument("--out", default="reports/findings", help="the across-seed report")
+    findings.add_argument("--readme", default=None, help="rewrite this README's generated results block")
+    findings.set_defaults(func=cmd_findings)
 
     cards = sub.add_parser("card", help="render a card (README.md with Hub metadata) from results")
     kinds = cards.add_subparsers(dest="card_kind", required=True)

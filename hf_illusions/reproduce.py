@@ -40,8 +40,23 @@ from hf_illusions.intervals import merge_intervals, split_intervals
 from hf_illusions.paths import check_output_path
 from hf_illusions.tasks.dyck import LONG_THRESHOLD, DyckTask
 
-DEFAULT_SVD_RANKS = (1, 2, 4, 8, 16, 32, 64)
-DEFAULT_KMEANS_KS = (2, 4, 8, 16, 32, 64)
+#: full rank (d_head = 64 on the shipped Dyck models) is left out: a centered projection onto every
+#: principal direction is the identity, exact by construction (tested in tests/test_simplify.py)
+DEFAULT_SVD_RANKS = (1, 2, 4, 8, 16, 32)
+#: k-means never looks faithful on Dyck (IID agreement 0.83 at k = 256, 0.86 at k = 1024, measured by
+#: scripts/kmeans_ceiling.py); k = 256 is the largest setting a full reproduction can afford to fit
+DEFAULT_KMEANS_KS = (2, 4, 8, 16, 32, 64, 256)
+#: extra training seeds are evaluated on each family's representative settings only (≥ 2 settings
+#: per swept family, so finding 1 can still be tested); ``--sweep seed`` on the command line
+SEED_SWEEPS = {
+    "dyck": {
+        "svd_ranks": (4, 8, 16),
+        "kmeans_ks": (64, 256),
+        "interaction_basis_ks": (32,),
+        "circuit_slacks": (),
+    },
+    "code": {"svd_ranks": (8, 16, 32), "kmeans_ks": (16, 64), "copy_head_ranks": (4, 8)},
+}
 SCHEMA_VERSION = 2  # 2: per-sentence sums, intervals, sampled rows, scored-set agreement
 IID_SPLIT = "test_iid"
 
@@ -466,7 +481,7 @@ def _load_model_and_data(
     built = not dataset_dir.exists()
     if built:
         write_folder(dataset_dir, config_name=data_config)
-    verification = verify_folder(dataset_dir)
+    verification = verified(dataset_dir, verify_folder)
     if not verification["ok"]:
         raise SplitError(
             f"dataset {str(dataset_dir)!r} fails verification: {verification['violations'][:3]} "
@@ -516,6 +531,43 @@ def sample_split(split: Any, n: int | None, name: str, seed: int = SAMPLE_SEED) 
     column = _strata_column(split)
     strata = split.data.column(column).to_pylist() if column else None
     return sample_rows(len(split), n, seed=seed, strata=strata, name=name)
+
+
+def folder_hash(folder: Path) -> str:
+    """SHA-256 of every file under a dataset folder (names and bytes): what verification vouched for."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(folder)).encode() + b"\0")
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def verified(dataset_dir: Path, verify_folder: Any) -> dict:
+    """``verify_folder(dataset_dir)``, remembered by the folder's content hash.
+
+    Verifying re-derives every split property from the tokens (~30 s for the 200k-sentence Dyck
+    folder); the seven reports of ``make reproduce`` read two folders, so a passing verification is
+    cached in ``$HF_ILLUSIONS_CACHE`` (default ``~/.cache/hf_illusions``) under the hash of every
+    byte of the folder: any change to the data triggers a new verification.
+    """
+    import os
+
+    cache = Path(os.environ.get("HF_ILLUSIONS_CACHE", Path.home() / ".cache" / "hf_illusions")) / "verified"
+    key = folder_hash(dataset_dir)
+    entry = cache / f"{key}.json"
+    previous = _read_json(entry)
+    if previous and previous.get("ok") and previous.get("hf_illusions_version") == __version__:
+        return previous
+    report = verify_folder(dataset_dir)
+    if report["ok"]:
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            _write_json(entry, {**report, "hf_illusions_version": __version__})
+        except OSError:  # a read-only home: verify every time
+            pass
+    return report
 
 
 def circuit_specs(
