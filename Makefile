@@ -12,10 +12,13 @@ CHROMIUM ?= /usr/bin/chromium
 # Idle OpenMP threads sleep instead of spinning: on a 2-core machine shared with other jobs, torch's
 # spinning second thread made evaluation ~2x slower (measured; see reports/bench/README.md).
 THREADS := OMP_WAIT_POLICY=PASSIVE
+RUN := $(OFFLINE) $(THREADS) OMP_NUM_THREADS=1 $(BIN)/hf-illusions
+REPORTS := report-dyck report-dyck-sparse report-code report-dyck-seed1 report-dyck-seed2 \
+	report-dyck-sparse-seed1 report-code-seed1
 BENCH_STAMP := $(VENV)/.installed-bench
 BENCHMARKS := train proxy intervention data fit_eval scaling
 
-.PHONY: install browser reproduce test test-slow bench space lint format clean
+.PHONY: install browser reproduce data $(REPORTS) test test-slow bench space lint format clean
 
 install: $(STAMP)
 
@@ -26,11 +29,33 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Dyck on the shipped dense checkpoint, Dyck on the shipped weight-sparse one, then code.
-reproduce: install
-	$(OFFLINE) $(THREADS) $(BIN)/hf-illusions reproduce dyck
-	$(OFFLINE) $(THREADS) $(BIN)/hf-illusions reproduce dyck --model checkpoints/dyck-sparse --out reports/dyck-sparse
-	$(OFFLINE) $(THREADS) $(BIN)/hf-illusions reproduce code
+# Every shipped checkpoint: the main seed of each model kind with the full sweep, the extra training
+# seeds with each family's representative settings (--sweep seed); then the paper's findings across
+# seeds (reports/findings), the committed summaries (reports/summary) and the README's results block.
+# The data is built first (once), then the seven reports run two at a time, one per core.
+reproduce: install data
+	$(MAKE) --no-print-directory -j2 $(REPORTS)
+	$(RUN) findings --readme README.md \
+		--group dyck reports/dyck reports/dyck-seed1 reports/dyck-seed2 \
+		--group dyck-sparse reports/dyck-sparse reports/dyck-sparse-seed1 \
+		--group code reports/code reports/code-seed1
+
+data: install
+	test -f dyck-illusions/README.md || $(RUN) data build dyck --config dyck-20-10 --out dyck-illusions
+	test -f code-illusions/README.md || $(RUN) data build code --out code-illusions
+
+report-dyck:
+	$(RUN) reproduce dyck
+report-dyck-sparse:
+	$(RUN) reproduce dyck --model checkpoints/dyck-sparse --out reports/dyck-sparse
+report-code:
+	$(RUN) reproduce code
+report-dyck-seed1 report-dyck-seed2:
+	$(RUN) reproduce dyck --model checkpoints/$(@:report-%=%) --out reports/$(@:report-%=%) --sweep seed
+report-dyck-sparse-seed1:
+	$(RUN) reproduce dyck --model checkpoints/$(@:report-%=%) --out reports/$(@:report-%=%) --sweep seed
+report-code-seed1:
+	$(RUN) reproduce code --model checkpoints/$(@:report-%=%) --out reports/$(@:report-%=%) --sweep seed
 
 # The Space's browser test drives Debian's chromium with Playwright (no `playwright install`).
 # Installed here when missing and apt-get is usable; otherwise that test fails and says how to install it.
@@ -68,4 +93,4 @@ format: install
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) dyck-illusions code-illusions reports/dyck reports/dyck-sparse reports/code runs .pytest_cache
+	rm -rf $(VENV) dyck-illusions code-illusions reports/dyck* reports/code* reports/findings runs .pytest_cache
