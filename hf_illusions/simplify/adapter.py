@@ -126,7 +126,8 @@ def save_adapter(proxy: Any, save_directory: str | Path, base_model_name_or_path
     buffers = {
         k: v.detach().contiguous().cpu() for k, v in proxy.state_dict().items() if ".simplification." in k
     }
-    save_file(buffers, directory / WEIGHTS_NAME, metadata={"format": "pt", "simplifier": config.simplifier})
+    # one metadata key only: safetensors writes several in arbitrary order (bytes would differ)
+    save_file(buffers, directory / WEIGHTS_NAME, metadata={"format": "pt"})
     (directory / CONFIG_NAME).write_text(config.to_json())
     return directory
 
