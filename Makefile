@@ -13,7 +13,7 @@ CHROMIUM ?= /usr/bin/chromium
 # spinning second thread made evaluation ~2x slower (measured; see reports/bench/README.md).
 THREADS := OMP_WAIT_POLICY=PASSIVE
 BENCH_STAMP := $(VENV)/.installed-bench
-BENCHMARKS := train proxy intervention data fit_eval scaling
+BENCHMARKS := train proxy intervention data fit_eval scaling any_model
 
 .PHONY: install browser reproduce test test-slow bench space lint format clean
 

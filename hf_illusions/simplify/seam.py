@@ -27,6 +27,7 @@ import inspect
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import cache
 from typing import Any
 
 import torch
@@ -210,6 +211,7 @@ def proxy_implementation(requested: str | None, default: str) -> str:
 # --- finding the attention layers of a model ---
 
 
+@cache
 def _calls_attention_interface(cls: type) -> bool:
     try:
         source = inspect.getsource(cls.forward)
