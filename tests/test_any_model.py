@@ -413,3 +413,73 @@ def test_residual_and_circuit_simplifiers_refuse_stock_models(family, data):
             SimplifierError, match=rf"works only on IllusionForCausalLM.*{type(model).__name__}"
         ):
             simplifier.fit(model, data)
+
+
+# --- the CLI on a stock model folder ---
+
+
+def test_cli_simplify_fits_a_stock_model_folder_into_an_adapter(data, batch, tmp_path):
+    import datasets
+
+    from hf_illusions.cli import main
+
+    torch.manual_seed(0)
+    model = _peaked(FAMILIES["llama"]())
+    model.save_pretrained(tmp_path / "llama")
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"input_ids": data})}).save_to_disk(
+        tmp_path / "ds"
+    )
+    argv = ["simplify", "svd", "--model", str(tmp_path / "llama"), "--data", str(tmp_path / "ds")]
+    argv += [
+        "--rank",
+        "2",
+        "--layers",
+        "1",
+        "--out",
+        str(tmp_path / "out"),
+        "--base_model",
+        "someone/tiny-llama",
+    ]
+    assert main(argv) == 0
+    saved = json.loads((tmp_path / "out" / CONFIG_NAME).read_text())
+    assert saved["base_model_name_or_path"] == "someone/tiny-llama" and saved["simplified_heads"] == {
+        "1": [0, 1, 2, 3]
+    }
+    proxy = load_proxy(tmp_path / "out", base_model=tmp_path / "llama")
+    ids, mask = batch
+    direct = SVDSimplifier(rank=2, layers=[1]).fit(model, data)
+    assert torch.equal(logits(proxy, ids, mask), logits(direct, ids, mask))
+
+
+@pytest.mark.parametrize("name", ["gpt2", "qwen2"])
+def test_cached_generation_matches_recomputing_the_whole_prefix(name, data):
+    """With a KV cache, attention sees cached raw keys; the proxy must simplify them as before."""
+    torch.manual_seed(0)
+    model = _peaked(FAMILIES[name]())
+    proxy = SVDSimplifier(rank=2).fit(model, data)
+    prompt = torch.tensor([data[0][:5]])
+    generated = proxy.generate(prompt, max_new_tokens=6, do_sample=False, pad_token_id=0)
+    ids = prompt
+    for _ in range(6):  # greedy without a cache: the whole prefix every step
+        next_id = logits(proxy, ids)[:, -1].argmax(-1, keepdim=True)
+        ids = torch.cat([ids, next_id], dim=1)
+    assert torch.equal(generated, ids)
+
+
+def test_load_proxy_also_loads_our_own_whole_proxies(tmp_path, data, batch):
+    from transformers import AutoModelForCausalLM
+
+    from hf_illusions.modeling import IllusionConfig, IllusionForCausalLM
+    from hf_illusions.simplify import IllusionProxyForCausalLM
+
+    torch.manual_seed(0)
+    own = IllusionForCausalLM(
+        IllusionConfig(d_model=16, n_head=2, d_mlp=32, vocab_size=VOCAB, n_positions=64)
+    )
+    proxy = SVDSimplifier(rank=2).fit(own.eval(), data)
+    proxy.save_pretrained(tmp_path / "own")
+    assert (tmp_path / "own" / "model.safetensors").is_file()  # a whole checkpoint, as before
+    ids, mask = batch
+    for loaded in (load_proxy(tmp_path / "own"), AutoModelForCausalLM.from_pretrained(tmp_path / "own")):
+        assert type(loaded) is IllusionProxyForCausalLM
+        assert torch.equal(logits(loaded, ids, mask), logits(proxy, ids, mask))

@@ -152,12 +152,19 @@ class StockProxyMixin(SimplifiedModelMixin):
     base_class: ClassVar[type]
     simplification_config: Any
 
-    def save_pretrained(self, save_directory: Any, **kwargs: Any) -> None:
-        """Write the adapter: ``simplification_config.json`` + ``simplification.safetensors`` (see
-        :func:`~hf_illusions.simplify.adapter.save_adapter`; ``kwargs`` go there)."""
+    def save_pretrained(
+        self, save_directory: Any, base_model_name_or_path: str | None = None, **kwargs: Any
+    ) -> None:
+        """Write the adapter: ``simplification_config.json`` + ``simplification.safetensors``.
+
+        ``base_model_name_or_path`` overrides the recorded base (default: the base model's own
+        ``name_or_path``). Other ``PreTrainedModel.save_pretrained`` options (shards, safe
+        serialization, …) do not apply to a few kilobytes of buffers and are ignored, so
+        ``push_to_hub`` works too. See :func:`~hf_illusions.simplify.adapter.save_adapter`.
+        """
         from hf_illusions.simplify.adapter import save_adapter
 
-        save_adapter(self, save_directory, **kwargs)
+        save_adapter(self, save_directory, base_model_name_or_path)
 
 
 @cache
