@@ -40,7 +40,7 @@ from hf_illusions.simplify import (
 from hf_illusions.simplify.adapter import CONFIG_NAME, WEIGHTS_NAME
 from hf_illusions.sparse.circuit import SparseCircuitPruner
 
-VOCAB, HIDDEN, LAYERS, HEADS, D_HEAD, SCALE = 64, 32, 2, 4, 8, 4.0
+VOCAB, HIDDEN, LAYERS, HEADS, D_HEAD, SCALE = 64, 32, 2, 4, 8, 16.0
 SIZES = {
     "vocab_size": VOCAB,
     "hidden_size": HIDDEN,
@@ -156,6 +156,17 @@ def _simplification(proxy, layer):
 # --- (a) full rank is the model; (b) rank r is the hand computation; the fit is PCA ---
 
 
+def test_the_test_models_attend_peakedly(family, batch):
+    """The premise of the tests below: attention concentrates (uniform over ~8 keys would be ~0.15)."""
+    _, model = family
+    eager = copy.deepcopy(model)
+    eager.set_attn_implementation("eager")
+    with torch.no_grad():
+        attentions = eager(batch[0], output_attentions=True).attentions
+    peak = torch.stack([a[..., 4:, :].max(-1).values.mean() for a in attentions]).mean()
+    assert peak > 0.5
+
+
 def test_full_rank_svd_reproduces_the_model(family, data, batch):
     _, model = family
     ids, mask = batch
@@ -183,7 +194,7 @@ def test_rank_r_proxy_equals_attention_with_projected_qk_by_hand(family, data, b
     real = mask.bool()
     got = logits(proxy, ids, mask)
     assert (got - expected)[real].abs().max().item() <= 1e-4
-    assert (got - logits(model, ids, mask))[real].abs().max().item() > 1e-2  # the projection matters
+    assert (got - logits(model, ids, mask))[real].abs().max().item() > 5e-2  # the projection matters
     if name == "qwen2":  # grouped-query attention: keys fitted per key/value head
         assert _simplification(proxy, 0).key_basis.shape == (2, D_HEAD, 2)
 
