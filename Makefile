@@ -16,7 +16,7 @@ RUN := $(OFFLINE) $(THREADS) OMP_NUM_THREADS=1 $(BIN)/hf-illusions
 REPORTS := report-dyck report-dyck-sparse report-code report-dyck-seed1 report-dyck-seed2 \
 	report-dyck-sparse-seed1 report-code-seed1
 BENCH_STAMP := $(VENV)/.installed-bench
-BENCHMARKS := train proxy intervention data fit_eval scaling
+BENCHMARKS := train proxy intervention data fit_eval scaling any_model
 
 .PHONY: install browser reproduce data $(REPORTS) test test-slow bench space lint format clean
 

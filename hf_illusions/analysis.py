@@ -97,7 +97,7 @@ class ProxyBank:
 
     Fitting a head only needs that head's queries and keys on the fitting sequences, and those come
     from the *original* model whichever layers are simplified (see
-    :func:`~hf_illusions.simplify.base.collect_qk`). So one pass collects them for all layers,
+    :func:`~hf_illusions.simplify.collect.fit_attention`). So one pass feeds them for all layers,
     each (setting, layer) is fitted once, and the proxy for any set of layers is assembled from
     those fits with :func:`~hf_illusions.simplify.build_proxy` — bit-identical to
     ``SVDSimplifier(rank, layers=…).fit(model, data)`` (tested), at a fraction of the cost.
@@ -118,7 +118,7 @@ class ProxyBank:
         n_fit_sequences: int = 1000,
     ):
         from hf_illusions.reproduce import DEFAULT_KMEANS_KS, DEFAULT_SVD_RANKS, proxy_specs
-        from hf_illusions.simplify.base import collect_qk, stack_heads
+        from hf_illusions.simplify.collect import fit_attention
 
         start = time.perf_counter()
         self.model = model.eval()
@@ -135,13 +135,14 @@ class ProxyBank:
         for spec in specs:
             spec.simplifier.resolve(model)  # rejects proxies and impossible settings up front
         needs_data = [spec for spec in specs if spec.simplifier.needs_data]
-        qk = collect_qk(model, fit_data, n_fit_sequences) if needs_data else {}
+        # one streamed pass feeds every setting: each fit is the one its simplifier would do alone
+        simplifiers = [spec.simplifier for spec in needs_data]
+        fits = fit_attention(model, fit_data, simplifiers, self.heads, n_fit_sequences) if needs_data else []
         self._fitted: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
-        for spec in needs_data:
-            for layer, heads in self.heads.items():
-                queries, keys = qk[layer]
-                per_head = {h: spec.simplifier.fit_head(layer, h, queries[:, h], keys[:, h]) for h in heads}
-                self._fitted[(spec.name, layer)] = stack_heads(layer, config.n_head, per_head)
+        for spec, fitted in zip(needs_data, fits, strict=True):
+            for layer in self.heads:
+                prefix = f"model.layers.{layer}.self_attn.simplification."
+                self._fitted[(spec.name, layer)] = {k: v for k, v in fitted.items() if k.startswith(prefix)}
         self._proxies: dict[ProxyChoice, torch.nn.Module] = {}
         self.fit_seconds = time.perf_counter() - start
 

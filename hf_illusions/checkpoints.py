@@ -56,7 +56,8 @@ def read_config(path: Path) -> Any:
     if model_type not in classes:
         raise CheckpointError(
             f"{str(file)!r} has model_type={model_type!r}; hf-illusions loads {sorted(classes)} models "
-            "(models of other architectures cannot be simplified here)"
+            "here; other transformers models are simplified from Python or with `hf-illusions simplify "
+            "--model`, and their proxies load with hf_illusions.load_proxy"
         )
     config_class = classes[model_type][0]
     try:

@@ -12,9 +12,16 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from hf_illusions.errors import IllusionsError, PathError, SettingsError
+from hf_illusions.errors import (
+    CheckpointError,
+    DatasetError,
+    IllusionsError,
+    PathError,
+    SettingsError,
+    SplitError,
+)
 from hf_illusions.paths import check_output_path
 
 DEFAULT_DYCK_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "dyck"
@@ -160,10 +167,56 @@ def cmd_simplify(args: argparse.Namespace) -> None:
     else:
         settings["layers"] = args.layers
     simplifier = make_simplifier(args.method, **settings)
+    stock = _stock_model(args.model)
+    if stock is not None:  # GPT-2, Llama, …: fitted on pre-tokenized rows, saved as an adapter
+        proxy = simplifier.fit(stock, _token_rows(args.data, args.fit_split))
+        proxy.save_pretrained(args.out, base_model_name_or_path=args.base_model or args.model)
+        print(f"wrote the proxy adapter to {args.out}/ (hf_illusions.load_proxy({args.out!r}))")
+        return
     ds, _, model, _ = load_data_and_model(args.data, args.model)
-    proxy = simplifier.fit(model, ds["train"])
+    proxy = simplifier.fit(model, ds[args.fit_split])
     proxy.save_pretrained(args.out)
     print(f"wrote proxy to {args.out}/ (AutoModelForCausalLM.from_pretrained({args.out!r}))")
+
+
+def _stock_model(path: str) -> Any:
+    """A transformers model that is not one of ours (folder or Hub id; safetensors only), or None."""
+    from hf_illusions.checkpoints import model_classes, resolve
+
+    folder = resolve(path)
+    try:
+        model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None  # load_checkpoint explains what is wrong with the folder
+    if model_type in model_classes():
+        return None
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True).eval()
+    except (OSError, ValueError) as err:
+        raise CheckpointError(
+            f"--model {path!r}: could not load it with AutoModelForCausalLM: {err}"
+        ) from None
+
+
+def _token_rows(data: str, split: str) -> Any:
+    """The ``split`` of a dataset folder (``save_to_disk`` or parquet/Hub layout) with ``input_ids``."""
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(data) if (Path(data) / "dataset_dict.json").is_file() else None
+        loaded = loaded if loaded is not None else datasets.load_dataset(data)
+    except (OSError, ValueError, FileNotFoundError) as err:
+        raise DatasetError(f"--data {data!r} could not be loaded as a dataset: {err}") from None
+    if split not in loaded:
+        raise SplitError(f"--fit_split {split!r} is not a split of {data!r} (splits: {sorted(loaded)})")
+    if "input_ids" not in loaded[split].column_names:
+        raise DatasetError(
+            f"--data {data!r} split {split!r} has no 'input_ids' column (columns: "
+            f"{loaded[split].column_names}); tokenize it with the model's tokenizer first"
+        )
+    return loaded[split]
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -302,6 +355,11 @@ def cmd_card_proxy(args: argparse.Namespace) -> None:
     if args.results:
         results = proxy_results(read_results(args.results), args.name or Path(args.path).name)
         source = args.results
+    elif (Path(args.path) / "simplification_config.json").is_file():  # a stock model's adapter
+        from hf_illusions.cards.proxy import write_adapter_card
+
+        print(f"wrote {write_adapter_card(args.path)} (no results: pass --results to add them)")
+        return
     else:
         proxy, original = load_checkpoint(args.path), load_checkpoint(args.model)
         results = evaluate_proxy(proxy, original, args.data, max_sentences=args.max_sentences, progress=True)
@@ -402,6 +460,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--target_loss", type=float, default=None, help="sparse_circuit: largest next-token loss allowed"
     )
     simplify.add_argument("--n_sequences", type=positive_int, default=1000)
+    simplify.add_argument("--fit_split", default="train", help="split of --data the simplifier is fitted on")
+    simplify.add_argument(
+        "--base_model", help="stock models: Hub id recorded in the adapter (default: --model as given)"
+    )
     simplify.add_argument("--out", required=True)
     simplify.add_argument("--overwrite", action="store_true")
     simplify.set_defaults(func=cmd_simplify)

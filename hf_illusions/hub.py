@@ -128,11 +128,45 @@ def check_model_folder(folder: Path) -> None:
         raise PushError(f"the card of {str(folder)!r} has no model-index results; `hf-illusions card model`")
 
 
+ADAPTER_CONFIG, ADAPTER_WEIGHTS = "simplification_config.json", "simplification.safetensors"
+ADAPTER_FORMAT = "hf-illusions-simplification"
+
+
 def check_proxy_folder(folder: Path) -> None:
-    """A fitted proxy: the same files as a model, a proxy ``model_type`` (or a circuit's), its own card."""
+    """A fitted proxy, its own card included: either one of our whole proxies (the same files as a
+    model, a proxy ``model_type`` or a circuit's) or a stock model's adapter (simplification config
+    naming its base model on the Hub, and the fitted buffers)."""
+    if (folder / ADAPTER_CONFIG).is_file():
+        check_adapter_folder(folder)
+        return
     _require(folder, ["config.json", "model.safetensors"], "proxy folder")
     _check_model_type(folder, PROXY_TYPES, "proxy", "model")
     _card(folder, f"hf-illusions card proxy {folder} --results …")
+
+
+def check_adapter_folder(folder: Path) -> None:
+    """A stock model's proxy adapter: its config must say which base model (Hub id) it goes on.
+
+    A Hub user loads it with ``hf_illusions.load_proxy(repo_id)``, which fetches that base; a base
+    recorded as a local path (or none, for a model built in memory) cannot be resolved there.
+    """
+    _require(folder, [ADAPTER_CONFIG, ADAPTER_WEIGHTS], "proxy adapter folder")
+    config = _read_json(folder / ADAPTER_CONFIG)
+    if config.get("format") != ADAPTER_FORMAT:
+        raise PushError(
+            f"{str(folder / ADAPTER_CONFIG)!r} is not a simplification config "
+            f"(format {config.get('format')!r})"
+        )
+    base = config.get("base_model_name_or_path")
+    local = not base or Path(base).is_absolute() or base.startswith(".") or Path(base).exists()
+    if local or base.count("/") > 1:
+        raise PushError(
+            f"the adapter in {str(folder)!r} records base model {base!r}, which Hub users cannot load; "
+            "re-save it with proxy.save_pretrained(dir, base_model_name_or_path='<hub id of the base>')"
+        )
+    if not config.get("base_weights_sha256"):
+        raise PushError(f"the adapter in {str(folder)!r} records no base weights hash; re-save it")
+    _card(folder, f"hf-illusions card proxy {folder}")
 
 
 def check_dataset_folder(folder: Path) -> None:
@@ -236,6 +270,7 @@ __all__ = [
     "IGNORE_PATTERNS",
     "PushError",
     "PushPlan",
+    "check_adapter_folder",
     "check_dataset_folder",
     "check_model_folder",
     "check_proxy_folder",

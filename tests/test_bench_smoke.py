@@ -22,6 +22,7 @@ BENCHMARKS = {
     "data": "bench_data.py",
     "fit_eval": "bench_fit_eval.py",
     "scaling": "bench_scaling.py",
+    "any_model": "bench_any_model.py",
 }
 KEYS = {
     "benchmark",

@@ -245,6 +245,44 @@ def test_proxy_push_round_trips_to_the_proxy_class_with_its_fitted_bases(
     torch.testing.assert_close(logits(loaded.eval()), logits(proxy))
 
 
+def test_a_stock_model_proxy_pushes_as_a_small_adapter_and_loads_back(hub, tmp_path):
+    """GPT-2's proxy goes up as simplification config + buffers + card, and rebuilds on its base."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from hf_illusions import load_proxy
+    from hf_illusions.cards.proxy import write_adapter_card
+    from hf_illusions.simplify import SVDSimplifier
+
+    torch.manual_seed(0)
+    base = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_positions=32, n_embd=16, n_layer=2, n_head=2)).eval()
+    proxy = SVDSimplifier(rank=2).fit(base, [[3, 4, 5, 6, 7], [8, 9, 10, 11]])
+    folder = tmp_path / "tiny-gpt2-svd2"
+    proxy.save_pretrained(folder, base_model_name_or_path="someone/tiny-gpt2")
+    write_adapter_card(folder, {"test": {"jsd": 0.01, "agreement": 0.9}}, repo_id="someone/tiny-gpt2-svd2")
+    plan = plan_push("proxy", folder, "someone/tiny-gpt2-svd2")
+    assert plan.files == ["README.md", "simplification.safetensors", "simplification_config.json"]
+    assert plan.total_bytes < 20_000
+    result = push_cli(hub, "proxy", str(folder), "--repo-id", "someone/tiny-gpt2-svd2")
+    assert result.returncode == 0, result.stderr
+    got = hub.repo_dir("model", "someone/tiny-gpt2-svd2")
+    assert received_files(got) == plan.files
+    assert "base_model: someone/tiny-gpt2" in (got / "README.md").read_text()
+    assert torch.equal(logits(load_proxy(got, base_model=base)), logits(proxy))
+
+
+def test_an_adapter_whose_base_hub_users_cannot_load_is_refused(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from hf_illusions.cards.proxy import write_adapter_card
+    from hf_illusions.simplify import OneHotSimplifier
+
+    base = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_positions=32, n_embd=16, n_layer=1, n_head=2))
+    OneHotSimplifier().fit(base).save_pretrained(tmp_path / "p", base_model_name_or_path=str(tmp_path))
+    write_adapter_card(tmp_path / "p")
+    with pytest.raises(PushError, match="which Hub users cannot load"):
+        plan_push("proxy", tmp_path / "p", "someone/p")
+
+
 def test_dataset_push_loads_with_load_dataset(hub, tiny_dyck_dir, tmp_path):
     from datasets import load_dataset
 

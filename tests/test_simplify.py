@@ -272,8 +272,8 @@ def test_proxy_config_is_checked(model):
         build_proxy(model, "svd", {0: [0]}, {}, {})
 
 
-def test_only_illusion_models_can_be_simplified(model, proxies, data):
-    with pytest.raises(SimplifierError, match="model must be an IllusionForCausalLM"):
+def test_only_transformers_models_can_be_simplified(model, proxies, data):
+    with pytest.raises(SimplifierError, match="model must be a transformers PreTrainedModel"):
         SVDSimplifier(rank=2).fit(torch.nn.Linear(2, 2), data)
     with pytest.raises(SimplifierError, match="model is already a simplified proxy"):
         SVDSimplifier(rank=2).fit(proxies["svd"], data)

@@ -17,6 +17,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from hf_illusions.cards.common import HUB_REPO_IDS, IID_SPLIT, TAGS, TEMPLATES, _evaluate_splits
 from hf_illusions.data import dyck
 from hf_illusions.errors import IllusionsError
+from hf_illusions.hub import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from hf_illusions.tasks.dyck import LONG_THRESHOLD
 
 FAMILY_TITLES = {
@@ -118,6 +119,9 @@ def write_proxy_card(
     from hf_illusions.report import generalization_gap
 
     proxy_dir = Path(proxy_dir)
+    if (proxy_dir / ADAPTER_CONFIG).is_file():  # a stock model's proxy: the adapter card
+        flat = {split: _flat_metrics(res.get("proxy", res)) for split, res in results.items()}
+        return write_adapter_card(proxy_dir, flat, repo_id=repo_id, results_source=results_source)
     config = json.loads((proxy_dir / "config.json").read_text())
     if config.get("model_type") not in PROXY_MODEL_TYPES:
         raise IllusionsError(
@@ -199,6 +203,116 @@ def write_proxy_card(
         rows=rows,
         gaps=gaps,
         iid_split=IID_SPLIT,
+        results_source=results_source,
+    )
+    card.save(proxy_dir / "README.md")
+    return proxy_dir / "README.md"
+
+
+ADAPTER_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ name }}
+
+A simplified proxy of [`{{ base_model }}`](https://huggingface.co/{{ base_model }}) ({{ base_class }}):
+{{ simplified_part }}. Fitted with hf-illusions
+(Friedman et al., 2024, *Interpretability Illusions in the Generalization of Simplified Models*)
+on queries and keys as the model's attention sees them (after rotary embeddings / q-k norms).
+
+This repository holds only the simplification — `simplification_config.json` and the fitted
+buffers in `simplification.safetensors` ({{ adapter_kb }} kB: {{ fitted_text }}) — not a copy of
+the base model. Loading fetches the base and checks that its weights hash to
+`{{ sha }}` (the weights the proxy was fitted on):
+
+```python
+from hf_illusions import load_proxy
+proxy = load_proxy("{{ repo_path }}")          # loads {{ base_model }} too
+out = proxy(input_ids, attention_mask=mask, output_attentions=True)
+```
+
+| setting | value |
+|---|---|
+{% for k, v in settings %}| {{ k }} | {{ v }} |
+{% endfor %}
+{% if rows %}
+## Faithfulness to the base model ({{ results_source }})
+
+| split | {% for m in metric_names %}{{ m }} | {% endfor %}
+|---|{% for m in metric_names %}---|{% endfor %}
+{% for row in rows %}| {{ row.split }} | {% for v in row["values"] %}{{ v }} | {% endfor %}
+{% endfor %}
+{% else %}
+No faithfulness results were recorded with this card; measure them with `hf-illusions evaluate`.
+{% endif %}
+"""
+
+
+def _flat_metrics(res: Mapping[str, Any]) -> dict[str, Any]:
+    """One split's proxy metrics as ``{metric: value}`` (Dyck results nest them per position group)."""
+    for group in ("all", "close"):
+        if isinstance(res.get(group), Mapping):
+            return dict(res[group])
+    return {k: v for k, v in res.items() if not isinstance(v, Mapping)}
+
+
+def write_adapter_card(
+    proxy_dir: str | Path,
+    results: Mapping[str, Mapping[str, Any]] | None = None,
+    repo_id: str | None = None,
+    results_source: str = "a fresh evaluation",
+) -> Path:
+    """Render ``README.md`` of a stock model's proxy adapter (``proxy.save_pretrained`` output).
+
+    ``results`` (optional): ``{split: {"jsd": …, "agreement": …, …}}`` of the proxy against its
+    base; they also go into the card's ``model-index``.
+    """
+    proxy_dir = Path(proxy_dir)
+    config = json.loads((proxy_dir / ADAPTER_CONFIG).read_text())
+    base_model = config.get("base_model_name_or_path") or "unknown"
+    simplifier, settings = config["simplifier"], config.get("simplifier_settings") or {}
+    results = results or {}
+    metric_names = sorted(
+        {m for res in results.values() for m, v in res.items() if isinstance(v, int | float)}
+    )
+    eval_results = [
+        EvalResult(
+            task_type="text-generation",
+            task_name="Faithfulness to the base model",
+            dataset_type=split,
+            dataset_name=split,
+            metric_type=metric,
+            metric_name=metric,
+            metric_value=round(float(res[metric]), 6),
+        )
+        for split, res in results.items()
+        for metric in metric_names
+        if isinstance(res.get(metric), int | float) and not isinstance(res.get(metric), bool)
+    ]
+    card_data = ModelCardData(
+        model_name=proxy_dir.name,
+        library_name="hf-illusions",
+        license="apache-2.0",
+        pipeline_tag="text-generation",
+        base_model=base_model if base_model != "unknown" else None,
+        tags=["hf-illusions", "interpretability", "illusion-proxy", f"simplifier-{simplifier}"],
+        eval_results=eval_results or None,
+    )
+    heads = {k: v for k, v in (config.get("simplified_heads") or {}).items()}
+    card = ModelCard.from_template(
+        card_data,
+        template_str=ADAPTER_TEMPLATE,
+        name=proxy_dir.name,
+        base_model=base_model,
+        base_class=config.get("base_model_class") or config.get("base_model_type"),
+        simplified_part=simplified_part({**config, "simplified_heads": heads}),
+        adapter_kb=f"{(proxy_dir / ADAPTER_WEIGHTS).stat().st_size / 1000:.1f}",
+        fitted_text=FITTED_STATE.get(simplifier, "see simplification_config.json"),
+        sha=config.get("base_weights_sha256") or "–",
+        repo_path=repo_id or f"<namespace>/{proxy_dir.name}",
+        settings=sorted(settings.items()),
+        rows=[{"split": s, "values": [_fmt(r.get(m)) for m in metric_names]} for s, r in results.items()],
+        metric_names=metric_names,
         results_source=results_source,
     )
     card.save(proxy_dir / "README.md")

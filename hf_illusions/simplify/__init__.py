@@ -5,8 +5,11 @@ proxy = SVDSimplifier(rank=8, layers=[0, 1]).fit(model, ds["train"].select(range
 proxy.save_pretrained("proxy-svd8")   # reloads with AutoModelForCausalLM once this is imported
 ```
 
-Importing this package registers the ``illusion_simplified`` attention function (and its mask
-function) and the proxy config/model with ``AutoConfig`` / ``AutoModelForCausalLM``.
+``model`` may also be any transformers model whose attention goes through the attention
+interface (GPT-2, GPT-NeoX, Llama, Qwen2, …); its proxy saves as a small adapter and reloads with
+:func:`load_proxy`. Importing this package registers the proxy attention functions (and their
+mask functions, :mod:`~hf_illusions.simplify.seam`) and our proxy config/model with
+``AutoConfig`` / ``AutoModelForCausalLM``.
 """
 
 from typing import Any
@@ -14,11 +17,17 @@ from typing import Any
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from hf_illusions.errors import SimplifierError
+from hf_illusions.simplify.adapter import SimplificationConfig, load_proxy
 from hf_illusions.simplify.base import AttentionSimplification, Simplifier, collect_qk
 from hf_illusions.simplify.interaction_basis import InteractionBasisSimplifier
 from hf_illusions.simplify.kmeans import KMeansSimplifier
 from hf_illusions.simplify.onehot import OneHotSimplifier
-from hf_illusions.simplify.proxy import IllusionProxyConfig, IllusionProxyForCausalLM, build_proxy
+from hf_illusions.simplify.proxy import (
+    IllusionProxyConfig,
+    IllusionProxyForCausalLM,
+    build_proxy,
+    proxy_class,
+)
 from hf_illusions.simplify.svd import SVDSimplifier
 
 AutoConfig.register(IllusionProxyConfig.model_type, IllusionProxyConfig, exist_ok=True)
@@ -61,8 +70,11 @@ __all__ = [
     "KMeansSimplifier",
     "OneHotSimplifier",
     "SVDSimplifier",
+    "SimplificationConfig",
     "Simplifier",
     "build_proxy",
     "collect_qk",
+    "load_proxy",
     "make_simplifier",
+    "proxy_class",
 ]

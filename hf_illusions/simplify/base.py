@@ -5,13 +5,15 @@ a few principal directions, snap them to k-means centroids — or its attention 
 on the argmax), fitting each simplification on ~1,000 training sequences; the simplified
 model (the *proxy*) is then compared with the original in and out of distribution. Here:
 
-* :class:`AttentionSimplification` is what a proxy attaches to a simplified layer as
-  ``self_attn.simplification``. Its buffers are the fitted state (saved in ``model.safetensors``)
-  and its transforms are applied by the registered ``illusion_simplified`` attention function
-  (see ``proxy.py``): the model's own attention seam, no hooks.
-* :func:`collect_qk` gathers the raw per-head queries and keys of fitting data.
-* :class:`Simplifier` holds settings and turns ``fit(model, data)`` into a proxy; subclasses only
-  say how one head is fitted (:meth:`Simplifier.fit_head`).
+* :class:`AttentionSimplification` is what a proxy attaches to a simplified layer's attention
+  module as ``.simplification``. Its buffers are the fitted state and its transforms are applied
+  by the registered proxy attention functions (:mod:`~hf_illusions.simplify.seam`): the model's
+  own attention seam, no hooks — for our models and for any transformers model whose attention
+  goes through the attention interface (GPT-2, GPT-NeoX, Llama, Qwen2, …).
+* :class:`Simplifier` holds settings and turns ``fit(model, data)`` into a proxy; subclasses say
+  how queries/keys are accumulated (:meth:`Simplifier.collector`, streamed batch by batch, see
+  :mod:`~hf_illusions.simplify.collect`) and how one head is fitted from that
+  (:meth:`Simplifier.fit_collected`).
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
-from hf_illusions.data.batching import pad_batch, token_budget_batches
 from hf_illusions.errors import SimplifierError
 from hf_illusions.modeling import IllusionForCausalLM
+from hf_illusions.simplify.collect import HeadGeometry, collect_qk, model_geometry
 
 if TYPE_CHECKING:
     from hf_illusions.simplify.proxy import IllusionProxyConfig, IllusionProxyForCausalLM
@@ -67,37 +70,66 @@ class Simplification(nn.Module):
         return f"layer={self.layer_idx}"
 
 
+def config_geometry(config: Any) -> tuple[int, int, int]:
+    """``(n_head, n_kv_head, d_head)`` of a proxy config (ours, or a stock model's adapter config)."""
+    return int(config.n_head), int(getattr(config, "n_kv_head", None) or config.n_head), int(config.d_head)
+
+
 class AttentionSimplification(Simplification):
-    """Identity simplification of one attention layer; subclasses change only the heads in ``head_mask``."""
+    """Identity simplification of one attention layer; subclasses change only the simplified heads.
+
+    ``head_mask`` ``(n_head,)`` marks the simplified query heads. Under grouped-query attention
+    keys belong to key/value heads: the simplified key heads are those the simplified query
+    heads read (whole groups; :meth:`Simplifier.resolve` refuses partial ones).
+    """
 
     name: ClassVar[str] = "identity"
     head_mask: torch.Tensor
 
     def __init__(self, config: IllusionProxyConfig, layer_idx: int):
         super().__init__(config, layer_idx)
+        self.n_head, self.n_kv_head, self.d_head = config_geometry(config)
         heads = sorted({int(h) for h in (config.simplified_heads or {}).get(str(layer_idx), [])})
-        mask = torch.zeros(config.n_head, dtype=torch.bool)
+        mask = torch.zeros(self.n_head, dtype=torch.bool)
         mask[heads] = True
         self.register_buffer("head_mask", mask)
+        group = self.n_head // self.n_kv_head
+        self.kv_heads = sorted({h // group for h in heads})
         # decided from the config, not the buffer, which is still on the meta device while loading
-        self.all_heads = len(heads) == config.n_head
+        self.all_heads = len(heads) == self.n_head
+        self._kv_masks: dict[torch.device, torch.Tensor] = {}
+
+    @property
+    def changes_weights(self) -> bool:
+        """Whether this simplification rewrites the attention probabilities (then they are computed)."""
+        return type(self).transform_weights is not AttentionSimplification.transform_weights
 
     def only_simplified(self, simplified: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
-        """Per head, ``simplified`` where the head is simplified, else ``original`` (head dim is 1)."""
+        """Per query head, ``simplified`` where the head is simplified, else ``original`` (head dim is 1)."""
         if self.all_heads:  # the common case (one head per layer in the paper): skip a full pass
             return simplified
         return torch.where(self.head_mask.view(1, -1, 1, 1), simplified, original)
+
+    def only_simplified_keys(self, simplified: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+        """Per key/value head, ``simplified`` where the head is simplified, else ``original``."""
+        if self.all_heads:
+            return simplified
+        if simplified.device not in self._kv_masks:
+            mask = torch.zeros(self.n_kv_head, dtype=torch.bool)
+            mask[self.kv_heads] = True
+            self._kv_masks[simplified.device] = mask.to(simplified.device).view(1, -1, 1, 1)
+        return torch.where(self._kv_masks[simplified.device], simplified, original)
 
     def transform_query(self, query: torch.Tensor) -> torch.Tensor:
         """Queries ``(batch, n_head, seq, d_head)`` as the proxy sees them."""
         return query
 
     def transform_key(self, key: torch.Tensor) -> torch.Tensor:
-        """Keys ``(batch, n_head, seq, d_head)`` as the proxy sees them."""
+        """Keys ``(batch, n_kv_head, seq, d_head)`` as the proxy sees them."""
         return key
 
     def transform_value(self, value: torch.Tensor) -> torch.Tensor:
-        """Values ``(batch, n_head, seq, d_head)`` as the proxy sees them."""
+        """Values ``(batch, n_kv_head, seq, d_head)`` as the proxy sees them."""
         return value
 
     def transform_weights(self, weights: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
@@ -146,55 +178,6 @@ def fitting_sequences(data: Any, n_sequences: int, n_positions: int | None = Non
     return sequences
 
 
-def collect_qk(
-    model: IllusionForCausalLM,
-    data: Any,
-    n_sequences: int = 1000,
-    layers: Sequence[int] | None = None,
-    batch_size: int = 64,
-    max_batch_tokens: int = 8192,
-) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-    """Raw queries and keys of every non-pad position of the fitting sequences, per layer.
-
-    Returns ``{layer: (queries, keys)}``, each ``(n_vectors, n_head, d_head)`` on the CPU, rows in
-    sequence order then position order. One no-grad eval-mode pass (batches of similar lengths,
-    right-padded with PAD 0 plus an attention mask); values are those the model's ``q_proj`` /
-    ``k_proj`` produce, i.e. before any simplification even when ``model`` is a proxy.
-    """
-    config = model.config
-    layers = list(range(config.n_layer)) if layers is None else list(layers)
-    sequences = fitting_sequences(data, n_sequences, config.n_positions)
-    lengths = torch.tensor([len(s) for s in sequences])
-    starts = torch.cumsum(lengths, 0) - lengths  # where each sequence's rows go in the result
-    batches = token_budget_batches(lengths.tolist(), max_batch_tokens, batch_size)
-    device = next(model.parameters()).device
-    chunks: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {layer: [] for layer in layers}
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for idx in batches:
-                ids, mask = pad_batch([sequences[i] for i in idx])
-                ids, mask = ids.to(device), mask.to(device)
-                out = model(ids, attention_mask=mask, output_queries=True, output_keys=True, use_cache=False)
-                real = mask.bool()  # right padding: real rows come out sequence by sequence
-                for layer in layers:
-                    chunks[layer].append((out.queries[layer][real].cpu(), out.keys[layer][real].cpu()))
-    finally:
-        model.train(was_training)
-    # rows were produced batch by batch (length-sorted); put them back in sequence order
-    rows = torch.cat([torch.arange(starts[i], starts[i] + lengths[i]) for idx in batches for i in idx])
-    shape = (-1, config.n_head, config.d_head)
-    result = {}
-    for layer in layers:
-        queries, keys = (torch.cat(side) for side in zip(*chunks[layer], strict=True))
-        result[layer] = (
-            torch.empty_like(queries).index_copy_(0, rows, queries).reshape(shape),
-            torch.empty_like(keys).index_copy_(0, rows, keys).reshape(shape),
-        )
-    return result
-
-
 def _index_list(values: Iterable[int] | None, name: str) -> list[int] | None:
     """Sorted unique indices, or None for "all"; the range is checked once the model is known."""
     if values is None:
@@ -211,6 +194,29 @@ def check_indices(indices: Sequence[int], bound: int, name: str, what: str) -> N
     if bad:
         raise SimplifierError(
             f"{name} {bad} out of range: the model has {what}={bound} (valid 0..{bound - 1})"
+        )
+
+
+def check_whole_groups(heads: Sequence[int], geometry: HeadGeometry) -> None:
+    """Under grouped-query attention, simplified query heads must cover whole key/value groups.
+
+    The query heads of a group share one key head; simplifying the keys of some of them would
+    change the others too, so a partial group is refused rather than silently widened.
+    """
+    if geometry.group == 1:
+        return
+    partial = [
+        g
+        for g in geometry.kv_heads(heads)
+        if not set(range(g * geometry.group, (g + 1) * geometry.group)) <= set(heads)
+    ]
+    if partial:
+        g = partial[0]
+        raise SimplifierError(
+            f"heads {sorted(heads)} split key/value group(s) {partial}: the model has grouped-query "
+            f"attention ({geometry.n_head} query heads share {geometry.n_kv_head} key heads, "
+            f"{geometry.group} per group), so simplify whole groups, e.g. heads "
+            f"{list(range(g * geometry.group, (g + 1) * geometry.group))}"
         )
 
 
@@ -246,6 +252,8 @@ class Simplifier:
 
     name: ClassVar[str]
     needs_data: ClassVar[bool] = True
+    #: whether the simplification changes keys (then grouped-query heads go by whole groups)
+    simplifies_keys: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -277,48 +285,88 @@ class Simplifier:
         return {"n_sequences": self.n_sequences, "seed": self.seed}
 
     def check_model(self, config: Any) -> None:
-        """Reject settings impossible for this model before any work (e.g. rank > d_head)."""
+        """Reject settings impossible for this model before any work (e.g. rank > d_head).
+
+        ``config`` is the model's :class:`~hf_illusions.simplify.collect.HeadGeometry`
+        (``n_layer``, ``n_head``, ``n_kv_head``, ``d_head``, ``d_model``).
+        """
+
+    def collector(self, layer: int, side: str, heads: list[int], d_head: int) -> Any:
+        """A fresh accumulator of ``side`` (``"query"``/``"key"``) vectors of ``heads`` in ``layer``.
+
+        It receives every batch of the fitting pass (see :class:`~hf_illusions.simplify.collect.Collector`).
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement collector")
+
+    def fit_collected(self, layer: int, side: str, collected: Any) -> dict[str, torch.Tensor]:
+        """Fitted tensors of one head and side (e.g. ``{"mean": …, "basis": …}``) from its collector."""
+        raise NotImplementedError(f"{type(self).__name__} must implement fit_collected")
 
     def fit_head(
         self, layer: int, head: int, queries: torch.Tensor, keys: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        """Fitted tensors of one head from its ``(n_vectors, d_head)`` queries and keys."""
-        raise NotImplementedError(f"{type(self).__name__} must implement fit_head")
+        """Fitted tensors of one head from all its ``(n_vectors, d_head)`` queries and keys.
+
+        For callers holding :func:`collect_qk` output; the same arithmetic as :meth:`fit`, with the
+        vectors accumulated in one chunk (so equal to a streamed fit to float tolerance).
+        """
+        fitted = {}
+        for side, vectors in (("query", queries), ("key", keys)):
+            collector = self.collector(layer, side, [head], vectors.shape[-1])
+            collector.update(vectors[:, None], torch.arange(len(vectors)))
+            for name, tensor in self.fit_collected(layer, side, collector.head(0)).items():
+                fitted[f"{side}_{name}"] = tensor
+        return fitted
+
+    #: why a simplifier works only on :class:`IllusionForCausalLM` (``None``: any model the seam supports)
+    requires_own_model: ClassVar[str | None] = (
+        "it needs seams only IllusionForCausalLM has (residual-stream and MLP-neuron simplification modules)"
+    )
 
     def resolve(self, model: Any) -> dict[int, list[int]]:
         """``{layer: heads}`` to simplify in ``model``, checked against its sizes."""
-        from hf_illusions.simplify.proxy import IllusionProxyForCausalLM
+        from hf_illusions.simplify.proxy import SimplifiedModelMixin
 
-        if not isinstance(model, IllusionForCausalLM):
+        if not isinstance(model, PreTrainedModel):
             raise SimplifierError(
-                f"model must be an IllusionForCausalLM (or a subclass), got {type(model).__name__}"
+                f"model must be a transformers PreTrainedModel (e.g. IllusionForCausalLM, "
+                f"GPT2LMHeadModel, LlamaForCausalLM), got {type(model).__name__}"
             )
-        if isinstance(model, IllusionProxyForCausalLM):
+        if isinstance(model, SimplifiedModelMixin):
             raise SimplifierError(
                 "model is already a simplified proxy: fit simplifiers on the original model"
             )
-        config = model.config
-        layers = self.layers if self.layers is not None else list(range(config.n_layer))
-        heads = self.heads if self.heads is not None else list(range(config.n_head))
-        check_indices(layers, config.n_layer, "layers", "n_layer")
-        check_indices(heads, config.n_head, "heads", "n_head")
-        self.check_model(config)
+        if self.requires_own_model and not isinstance(model, IllusionForCausalLM):
+            raise SimplifierError(
+                f"the {self.name!r} simplifier works only on IllusionForCausalLM models, got "
+                f"{type(model).__name__} ({model.config.model_type}): {self.requires_own_model}"
+            )
+        geometry = model_geometry(model)
+        layers = self.layers if self.layers is not None else list(range(geometry.n_layer))
+        heads = self.heads if self.heads is not None else list(range(geometry.n_head))
+        check_indices(layers, geometry.n_layer, "layers", "n_layer")
+        check_indices(heads, geometry.n_head, "heads", "n_head")
+        if self.simplifies_keys:
+            check_whole_groups(heads, geometry)
+        self.check_model(geometry)
         return {layer: list(heads) for layer in layers}
 
-    def fit(self, model: IllusionForCausalLM, data: Any = None) -> IllusionProxyForCausalLM:
-        """Fit every chosen (layer, head) on ``data``; returns the proxy in eval mode, on model's device."""
+    def fit(self, model: PreTrainedModel, data: Any = None) -> IllusionProxyForCausalLM:
+        """Fit every chosen (layer, head) on ``data``; returns the proxy in eval mode, on model's device.
+
+        ``model`` is our :class:`IllusionForCausalLM` or any transformers model whose attention
+        goes through the attention interface; it is left unchanged (a stock model's proxy shares
+        its weight tensors, see :func:`~hf_illusions.simplify.proxy.build_proxy`).
+        """
+        from hf_illusions.simplify.collect import fit_attention
         from hf_illusions.simplify.proxy import build_proxy  # proxy.py imports this module
 
         chosen = self.resolve(model)
         fitted: dict[str, torch.Tensor] = {}
         if self.needs_data:
-            qk = collect_qk(
-                model, data, self.n_sequences, list(chosen), self.batch_size, self.max_batch_tokens
+            (fitted,) = fit_attention(
+                model, data, [self], chosen, self.n_sequences, self.batch_size, self.max_batch_tokens
             )
-            for layer, heads in chosen.items():
-                queries, keys = qk[layer]
-                per_head = {h: self.fit_head(layer, h, queries[:, h], keys[:, h]) for h in heads}
-                fitted.update(stack_heads(layer, model.config.n_head, per_head))
         return build_proxy(model, self.name, chosen, self.settings(), fitted)
 
     def __repr__(self) -> str:
@@ -332,7 +380,9 @@ __all__ = [
     "ResidualSimplification",
     "Simplifier",
     "check_indices",
+    "check_whole_groups",
     "collect_qk",
+    "config_geometry",
     "fitting_sequences",
     "stack_heads",
 ]

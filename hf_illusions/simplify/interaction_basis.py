@@ -296,6 +296,10 @@ class InteractionBasisSimplifier(Simplifier):
     """
 
     name: ClassVar[str] = "interaction_basis"
+    requires_own_model: ClassVar[str | None] = (
+        "it needs a residual-stream seam on every decoder layer (`residual_simplification`) and our "
+        "blocks' layout for the Jacobians, which other architectures do not have"
+    )
 
     def __init__(
         self,

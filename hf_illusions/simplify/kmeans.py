@@ -70,22 +70,62 @@ def snap(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     return centroids[heads, index].to(x.dtype)
 
 
+class Reservoir:
+    """A seeded, bounded uniform sample of the fitting vectors (reservoir sampling, Vitter's algorithm R).
+
+    Holds at most ``capacity`` vectors of every head at the same token positions. While the data
+    has no more than ``capacity`` vectors it keeps them all, and :meth:`head` returns them in the
+    fitting data's sequence order — exactly what fitting on all vectors sees. Beyond that each
+    vector is kept with probability ``capacity / seen``; the draws depend only on ``seed`` and the
+    order of the pass, so a fit is reproducible.
+    """
+
+    def __init__(self, n_heads: int, d_head: int, capacity: int, seed: int):
+        self.capacity = capacity
+        self.seen = 0
+        self.vectors = torch.empty(0, n_heads, d_head)
+        self.rows = torch.empty(0, dtype=torch.long)
+        self.rng = np.random.default_rng(seed)
+
+    def update(self, vectors: torch.Tensor, rows: torch.Tensor) -> None:
+        free = max(0, min(self.capacity - len(self.rows), len(rows)))
+        if free:
+            self.vectors = torch.cat([self.vectors, vectors[:free]])
+            self.rows = torch.cat([self.rows, rows[:free]])
+        rest = len(rows) - free
+        if rest > 0:
+            # item t (0-based, over the whole stream) replaces slot j ~ U{0..t} when j < capacity
+            positions = np.arange(self.seen + free, self.seen + len(rows))
+            slots = np.floor(self.rng.random(rest) * (positions + 1)).astype(np.int64)
+            keep = slots < self.capacity
+            # of several items drawing the same slot in this batch, the last one wins (as in sequence)
+            chosen, last = np.unique(slots[keep][::-1], return_index=True)
+            source = free + np.flatnonzero(keep)[::-1][last]
+            self.vectors[torch.from_numpy(chosen)] = vectors[torch.from_numpy(source)]
+            self.rows[torch.from_numpy(chosen)] = rows[torch.from_numpy(source)]
+        self.seen += len(rows)
+
+    def head(self, index: int) -> torch.Tensor:
+        """The sampled vectors ``(n, d_head)`` of one head, in sequence order."""
+        return self.vectors[torch.argsort(self.rows), index]
+
+
 class KMeansSimplification(AttentionSimplification):
-    """Buffers ``query_centroids`` and ``key_centroids``, each ``(n_head, k, d_head)``."""
+    """Buffers ``query_centroids`` ``(n_head, k, d_head)``, ``key_centroids`` ``(n_kv_head, k, d_head)``."""
 
     name = "kmeans"
 
     def __init__(self, config: Any, layer_idx: int):
         super().__init__(config, layer_idx)
         k = int(self.setting("k"))
-        for side in ("query", "key"):
-            self.register_buffer(f"{side}_centroids", torch.zeros(config.n_head, k, config.d_head))
+        for side, n in (("query", self.n_head), ("key", self.n_kv_head)):
+            self.register_buffer(f"{side}_centroids", torch.zeros(n, k, self.d_head))
 
     def transform_query(self, query: torch.Tensor) -> torch.Tensor:
         return self.only_simplified(snap(query, self.query_centroids), query)
 
     def transform_key(self, key: torch.Tensor) -> torch.Tensor:
-        return self.only_simplified(snap(key, self.key_centroids), key)
+        return self.only_simplified_keys(snap(key, self.key_centroids), key)
 
 
 class KMeansSimplifier(Simplifier):
@@ -94,39 +134,50 @@ class KMeansSimplifier(Simplifier):
     Args:
         k: clusters per head and side; at most the number of fitted vectors (non-pad tokens).
         n_init: k-means restarts (scikit-learn's ``n_init``).
-        seed: ``random_state`` of the k-means initialization.
+        seed: ``random_state`` of the k-means initialization (and seed of the reservoir sample).
+        max_vectors: most vectors per head and side kept for the fit (a seeded reservoir sample of
+            the fitting data's queries/keys; memory stays bounded). Data with fewer vectors is
+            used whole.
         **kwargs: layers, heads, n_sequences, batch sizes (see :class:`Simplifier`).
     """
 
     name: ClassVar[str] = "kmeans"
+    requires_own_model: ClassVar[str | None] = None
 
-    def __init__(self, k: int, seed: int = 0, n_init: int | str = "auto", **kwargs: Any):
+    def __init__(
+        self, k: int, seed: int = 0, n_init: int | str = "auto", max_vectors: int = 100_000, **kwargs: Any
+    ):
         super().__init__(seed=seed, **kwargs)
         if int(k) < 1:
             raise SimplifierError(f"k must be >= 1, got {k}")
+        if int(max_vectors) < 1:
+            raise SimplifierError(f"max_vectors must be >= 1, got {max_vectors}")
         self.k = int(k)
         self.n_init = n_init
+        self.max_vectors = int(max_vectors)
 
     def settings(self) -> dict[str, Any]:
-        return {"k": self.k, "n_init": self.n_init, **super().settings()}
+        return {"k": self.k, "n_init": self.n_init, "max_vectors": self.max_vectors, **super().settings()}
 
-    def fit_head(
-        self, layer: int, head: int, queries: torch.Tensor, keys: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
-        if self.k > len(queries):
+    def collector(self, layer: int, side: str, heads: list[int], d_head: int) -> Reservoir:
+        return Reservoir(len(heads), d_head, self.max_vectors, seed=[self.seed, layer, SIDE_IDS[side]])
+
+    def fit_collected(self, layer: int, side: str, collected: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.k > len(collected):
             raise SimplifierError(
-                f"k={self.k} exceeds the number of fitted vectors ({len(queries)} non-pad tokens); "
+                f"k={self.k} exceeds the number of fitted vectors ({len(collected)} non-pad tokens); "
                 "lower k or fit on more sequences"
             )
-        return {
-            "query_centroids": fit_centroids(queries, self.k, self.seed, self.n_init),
-            "key_centroids": fit_centroids(keys, self.k, self.seed, self.n_init),
-        }
+        return {"centroids": fit_centroids(collected, self.k, self.seed, self.n_init)}
+
+
+SIDE_IDS = {"query": 0, "key": 1}
 
 
 __all__ = [
     "KMeansSimplification",
     "KMeansSimplifier",
+    "Reservoir",
     "count_distinct_rows",
     "fit_centroids",
     "nearest_centroid",

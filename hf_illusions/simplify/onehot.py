@@ -38,6 +38,8 @@ class OneHotSimplifier(Simplifier):
 
     name: ClassVar[str] = "onehot"
     needs_data: ClassVar[bool] = False
+    requires_own_model: ClassVar[str | None] = None
+    simplifies_keys: ClassVar[bool] = False
 
     def __init__(self, layers: Any = None, heads: Any = None):
         super().__init__(layers=layers, heads=heads)

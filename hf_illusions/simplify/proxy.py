@@ -1,63 +1,38 @@
-"""The proxy model: the original model with a registered attention function that simplifies.
+"""The proxy model: the original model's own class, subclassed, its attention patched at the seam.
 
-A proxy is an ordinary ``PreTrainedModel`` (Friedman et al. 2024's "simplified model"): the
-original's weights plus, on each simplified layer's attention, an
-:class:`~hf_illusions.simplify.base.AttentionSimplification` whose buffers hold the fitted
-state. Attention runs through ``illusion_simplified``, registered with transformers' attention
-interface — the same seam ``eager``/``sdpa`` use — so the proxy saves, loads
-(``AutoModelForCausalLM.from_pretrained``) and records attentions/hidden states like the model.
+A proxy (Friedman et al. 2024's "simplified model") is the original model with, on each
+simplified layer's attention module, an :class:`~hf_illusions.simplify.base.AttentionSimplification`
+whose buffers hold the fitted state, and its attention implementation switched to one of the
+functions registered in :mod:`~hf_illusions.simplify.seam` (the same seam ``eager``/``sdpa`` use).
+One mechanism for every model:
+
+* our :class:`IllusionForCausalLM` → :class:`IllusionProxyForCausalLM`, whose config carries the
+  simplification, so it saves whole and loads with ``AutoModelForCausalLM.from_pretrained``;
+* any transformers model whose attention goes through the attention interface (GPT-2,
+  GPT-NeoX, Llama, Qwen2, …) → ``Simplified<ModelClass>`` (:func:`proxy_class`), sharing the base
+  model's weight tensors and saving as a small adapter (the simplification's config and buffers,
+  see :mod:`~hf_illusions.simplify.adapter`), reloaded with :func:`hf_illusions.load_proxy`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+from functools import cache
+from typing import Any, ClassVar
 
 import torch
-from torch import nn
-from transformers import AttentionInterface
-from transformers.masking_utils import AttentionMaskInterface, eager_mask
+from transformers import PreTrainedModel
 
 from hf_illusions.errors import CheckpointError, SimplifierError
 from hf_illusions.modeling import IllusionConfig, IllusionForCausalLM
-from hf_illusions.modeling.modeling_illusion import attention_probabilities
 from hf_illusions.simplify.base import SIMPLIFICATIONS, ResidualSimplification, check_indices
-
-ATTN_IMPLEMENTATION = "illusion_simplified"
-
-
-def simplified_attention_forward(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float,
-    dropout: float = 0.0,
-    **kwargs: Any,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eager attention with the module's simplification applied to q, k, v and the weights.
-
-    Layers without a ``simplification`` attribute run plain eager attention, so one attention
-    implementation serves the whole proxy. The returned weights are the ones actually used
-    (what ``output_attentions=True`` shows for the proxy).
-    """
-    simplification = getattr(module, "simplification", None)
-    if simplification is not None:
-        query = simplification.transform_query(query)
-        key = simplification.transform_key(key)
-        value = simplification.transform_value(value)
-    weights = attention_probabilities(query, key, attention_mask, scaling)
-    if simplification is not None:
-        weights = simplification.transform_weights(weights, attention_mask)
-    weights = nn.functional.dropout(weights, p=dropout, training=module.training)
-    output = torch.matmul(weights, value).transpose(1, 2).contiguous()
-    return output, weights
-
-
-AttentionInterface.register(ATTN_IMPLEMENTATION, simplified_attention_forward)
-# Without a mask function of its own name, transformers builds no mask for a custom attention
-# implementation: the causal and padding masks would be silently dropped.
-AttentionMaskInterface.register(ATTN_IMPLEMENTATION, eager_mask)
+from hf_illusions.simplify.seam import (
+    ATTN_IMPLEMENTATION,
+    ATTN_IMPLEMENTATION_SDPA,
+    attention_layers,
+    proxy_implementation,
+    simplified_attention_forward,
+)
 
 
 class IllusionProxyConfig(IllusionConfig):
@@ -111,11 +86,34 @@ class IllusionProxyConfig(IllusionConfig):
         self.simplifier_settings = dict(self.simplifier_settings or {})
 
 
-class IllusionProxyForCausalLM(IllusionForCausalLM):
+class SimplifiedModelMixin:
+    """What every proxy class adds to the model class it subclasses.
+
+    Attaches the simplification modules (:meth:`attach_simplifications`) and pins the attention
+    implementation to a proxy variant: a request for ``eager`` runs the model's own eager
+    arithmetic, any other (``sdpa``, flash, …) transformers' sdpa kernel, both through the seam.
+    """
+
+    #: the proxy attention when none is requested
+    default_proxy_attention: ClassVar[str] = ATTN_IMPLEMENTATION
+
+    def _check_and_adjust_attn_implementation(self, attn_implementation: str | None, *args, **kwargs) -> str:
+        chosen = proxy_implementation(attn_implementation, self.default_proxy_attention)
+        return super()._check_and_adjust_attn_implementation(chosen, *args, **kwargs)
+
+    def attach_simplifications(self, config: Any) -> None:
+        """Set ``.simplification`` on the attention module of each layer in ``config.simplified_heads``."""
+        simplification_class = SIMPLIFICATIONS[config.simplifier]
+        modules = attention_layers(self)
+        for layer in config.simplified_heads:
+            modules[int(layer)][1].simplification = simplification_class(config, int(layer))
+
+
+class IllusionProxyForCausalLM(SimplifiedModelMixin, IllusionForCausalLM):
     """:class:`IllusionForCausalLM` whose attention in ``config.simplified_heads`` is simplified.
 
-    Always runs the ``illusion_simplified`` attention implementation (a request for another
-    one, e.g. ``sdpa``, is overridden), since that function is what applies the simplification.
+    Runs the model's eager attention through the seam unless ``attn_implementation="sdpa"`` is
+    requested; either way the simplification is applied.
     """
 
     config_class = IllusionProxyConfig
@@ -123,15 +121,10 @@ class IllusionProxyForCausalLM(IllusionForCausalLM):
 
     def __init__(self, config: IllusionProxyConfig):
         super().__init__(config)
+        self.attach_simplifications(config)
         simplification_class = SIMPLIFICATIONS[config.simplifier]
-        for layer in config.simplified_heads:
-            attention = self.model.layers[int(layer)].self_attn
-            attention.simplification = simplification_class(config, int(layer))
         for layer in config.simplified_residuals:
             self.model.layers[layer].residual_simplification = simplification_class(config, layer)
-
-    def _check_and_adjust_attn_implementation(self, attn_implementation: str | None, *args, **kwargs) -> str:
-        return super()._check_and_adjust_attn_implementation(ATTN_IMPLEMENTATION, *args, **kwargs)
 
     @classmethod
     def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
@@ -152,55 +145,158 @@ class IllusionProxyForCausalLM(IllusionForCausalLM):
         return (model, info) if want_info else model
 
 
+class StockProxyMixin(SimplifiedModelMixin):
+    """A proxy of a stock transformers model: sdpa by default, saved as a small adapter."""
+
+    default_proxy_attention: ClassVar[str] = ATTN_IMPLEMENTATION_SDPA
+    base_class: ClassVar[type]
+    simplification_config: Any
+
+    def save_pretrained(
+        self, save_directory: Any, base_model_name_or_path: str | None = None, **kwargs: Any
+    ) -> None:
+        """Write the adapter: ``simplification_config.json`` + ``simplification.safetensors``.
+
+        ``base_model_name_or_path`` overrides the recorded base (default: the base model's own
+        ``name_or_path``). Other ``PreTrainedModel.save_pretrained`` options (shards, safe
+        serialization, …) do not apply to a few kilobytes of buffers and are ignored, so
+        ``push_to_hub`` works too. See :func:`~hf_illusions.simplify.adapter.save_adapter`.
+        """
+        from hf_illusions.simplify.adapter import save_adapter
+
+        save_adapter(self, save_directory, base_model_name_or_path)
+
+
+@cache
+def proxy_class(base_class: type) -> type:
+    """``Simplified<base_class>``: the model's own class with the proxy mixin (one per class)."""
+    return type(
+        f"Simplified{base_class.__name__}",
+        (StockProxyMixin, base_class),
+        {"base_class": base_class, "__module__": __name__, "__doc__": f"A proxy of {base_class.__name__}."},
+    )
+
+
 # PreTrainedConfig bookkeeping that must not be copied from the original into the proxy config.
 _NOT_COPIED = ("model_type", "architectures", "transformers_version", "_name_or_path", "auto_map")
 
 
-def build_proxy(
-    model: IllusionForCausalLM,
-    simplifier_name: str,
-    heads: dict[int, list[int]] | dict[str, list[int]],
-    settings: dict[str, Any],
-    fitted_state: dict[str, torch.Tensor],
-    residual_layers: list[int] | None = None,
-) -> IllusionProxyForCausalLM:
-    """The proxy of ``model``: its config and weights, plus the fitted simplification buffers.
+_PROXY_FIELDS = (
+    "simplifier",
+    "simplified_heads",
+    "simplified_residuals",
+    "simplifier_settings",
+    "base_model_type",
+)
 
-    ``fitted_state`` maps state-dict names (``model.layers.{i}.self_attn.simplification.*``) to
-    tensors and must cover every fitted buffer (``head_mask`` comes from ``heads``);
-    ``residual_layers`` are the layers of a residual-stream simplifier (buffers
-    ``model.layers.{i}.residual_simplification.*``, with ``heads`` empty). The proxy is
-    on ``model``'s device and dtype, in eval mode.
-    """
-    base = {k: v for k, v in model.config.to_dict().items() if k not in _NOT_COPIED}
-    config = IllusionProxyConfig(
-        **base,
-        simplifier=simplifier_name,
-        simplified_heads={str(layer): list(hs) for layer, hs in heads.items()},
-        simplified_residuals=list(residual_layers or []),
-        simplifier_settings=settings,
-        base_model_type=model.config.model_type,
-    )
-    parameter = next(model.parameters())
-    proxy = IllusionProxyForCausalLM(config).to(device=parameter.device, dtype=parameter.dtype)
-    state = {**model.state_dict(), **{k: v.to(parameter.device) for k, v in fitted_state.items()}}
+
+def base_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``model``'s state dict without any simplification buffers (a proxy's is its base model's)."""
+    return {k: v for k, v in model.state_dict().items() if "simplification." not in k}
+
+
+def _load_fitted(proxy: torch.nn.Module, state: dict[str, torch.Tensor], assign: bool) -> None:
     try:
-        missing, unexpected = proxy.load_state_dict(state, strict=False)
+        missing, unexpected = proxy.load_state_dict(state, strict=False, assign=assign)
     except RuntimeError as err:  # shape mismatch between fitted tensors and the config's buffers
         raise SimplifierError(f"fitted_state does not fit the proxy's buffers: {err}") from err
     missing = [k for k in missing if not k.endswith(".simplification.head_mask")]
     if missing or unexpected:
         raise SimplifierError(
             f"the proxy's state does not match: missing {missing}, unexpected {unexpected} "
-            "(is model an unmodified IllusionForCausalLM, and fitted_state complete?)"
+            "(is model an unmodified base model, and fitted_state complete?)"
         )
+
+
+def build_proxy(
+    model: PreTrainedModel,
+    simplifier_name: str,
+    heads: dict[int, list[int]] | dict[str, list[int]],
+    settings: dict[str, Any],
+    fitted_state: dict[str, torch.Tensor],
+    residual_layers: list[int] | None = None,
+) -> Any:
+    """The proxy of ``model``: its weights, plus the fitted simplification buffers.
+
+    ``fitted_state`` maps state-dict names (``<attention module>.simplification.*``, e.g.
+    ``model.layers.{i}.self_attn.simplification.query_basis``) to tensors and must cover every
+    fitted buffer (``head_mask`` comes from ``heads``); ``residual_layers`` are the layers of a
+    residual-stream simplifier (our models only; buffers ``model.layers.{i}.residual_simplification.*``,
+    with ``heads`` empty). The proxy is on ``model``'s device and dtype, in eval mode.
+
+    For our :class:`IllusionForCausalLM` the proxy is an :class:`IllusionProxyForCausalLM` with its
+    own copy of the weights. For any other model it is ``proxy_class(type(model))`` built without
+    allocating weights: it *shares* ``model``'s parameter tensors (so a 7B model is not held twice;
+    changing the base's weights in place changes the proxy's too).
+    """
+    heads = {str(layer): sorted(int(h) for h in hs) for layer, hs in heads.items()}
+    if not isinstance(model, IllusionForCausalLM):
+        from hf_illusions.simplify.adapter import SimplificationConfig
+
+        config = SimplificationConfig.for_model(model, simplifier_name, heads, settings)
+        return build_stock_proxy(model, config, fitted_state)
+    base = {k: v for k, v in model.config.to_dict().items() if k not in (*_NOT_COPIED, *_PROXY_FIELDS)}
+    config = IllusionProxyConfig(
+        **base,
+        simplifier=simplifier_name,
+        simplified_heads=heads,
+        simplified_residuals=list(residual_layers or []),
+        simplifier_settings=settings,
+        base_model_type=getattr(model.config, "base_model_type", model.config.model_type),
+    )
+    config._attn_implementation = model.config._attn_implementation
+    parameter = next(model.parameters())
+    proxy = IllusionProxyForCausalLM(config).to(device=parameter.device, dtype=parameter.dtype)
+    _load_fitted(
+        proxy, {**base_state(model), **{k: v.to(parameter.device) for k, v in fitted_state.items()}}, False
+    )
+    return proxy.eval()
+
+
+def build_stock_proxy(model: PreTrainedModel, config: Any, fitted_state: dict[str, torch.Tensor]) -> Any:
+    """``proxy_class(type(model))`` on ``model``'s weight tensors (shared), with ``config``'s simplification.
+
+    The class is built with empty (meta) parameters — only buffers such as rotary frequencies
+    are computed — and the base model's tensors are then assigned, not copied.
+    """
+    from accelerate import init_empty_weights
+
+    if config.simplifier not in SIMPLIFICATIONS:
+        raise SimplifierError(
+            f"simplifier must be one of {sorted(SIMPLIFICATIONS)}, got {config.simplifier!r}"
+        )
+    cls = proxy_class(getattr(type(model), "base_class", type(model)))
+    model_config = copy.deepcopy(model.config)
+    with init_empty_weights(include_buffers=False):
+        proxy = cls(model_config)
+    proxy.simplification_config = config
+    proxy.attach_simplifications(config)
+    parameter = next(model.parameters())
+    for _, module in attention_layers(proxy).values():
+        if hasattr(module, "simplification"):
+            module.simplification.to(device=parameter.device, dtype=parameter.dtype)
+    buffers = proxy.state_dict()
+    fitted = {
+        k: v.to(device=parameter.device, dtype=buffers[k].dtype if k in buffers else v.dtype)
+        for k, v in fitted_state.items()
+    }
+    _load_fitted(proxy, {**base_state(model), **fitted}, assign=True)
+    meta = [name for name, p in proxy.named_parameters() if p.is_meta]
+    if meta:
+        raise SimplifierError(f"the proxy's parameters {meta[:3]} were not filled from the base model")
     return proxy.eval()
 
 
 __all__ = [
     "ATTN_IMPLEMENTATION",
+    "ATTN_IMPLEMENTATION_SDPA",
     "IllusionProxyConfig",
     "IllusionProxyForCausalLM",
+    "SimplifiedModelMixin",
+    "StockProxyMixin",
+    "base_state",
     "build_proxy",
+    "build_stock_proxy",
+    "proxy_class",
     "simplified_attention_forward",
 ]

@@ -16,23 +16,73 @@ from hf_illusions.errors import SimplifierError
 from hf_illusions.simplify.base import AttentionSimplification, Simplifier
 
 
+class Moments:
+    """Running mean and centered scatter of each head's vectors, float64 (Chan et al.'s pairwise update).
+
+    Memory is ``heads × d_head²`` whatever the amount of fitting data; merging a batch's own
+    mean and scatter (not raw sums) keeps the covariance accurate when the mean is large.
+    """
+
+    def __init__(self, n_heads: int, d_head: int):
+        self.count = 0
+        self.mean = torch.zeros(n_heads, d_head, dtype=torch.float64)
+        self.scatter = torch.zeros(n_heads, d_head, d_head, dtype=torch.float64)
+
+    def update(self, vectors: torch.Tensor, rows: torch.Tensor | None = None) -> None:
+        """Add ``vectors`` ``(n, heads, d_head)`` (``rows`` is unused: moments ignore order)."""
+        n = vectors.shape[0]
+        if n == 0:
+            return
+        x = vectors.to(torch.float64).transpose(0, 1)  # (heads, n, d)
+        batch_mean = x.mean(dim=1)
+        centered = x - batch_mean[:, None]
+        batch_scatter = torch.matmul(centered.transpose(1, 2), centered)
+        total = self.count + n
+        delta = batch_mean - self.mean
+        self.scatter += batch_scatter + delta[:, :, None] * delta[:, None, :] * (self.count * n / total)
+        self.mean += delta * (n / total)
+        self.count = total
+
+    def head(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """``(mean (d,), scatter (d, d), count)`` of one head."""
+        return self.mean[index], self.scatter[index], self.count
+
+
+def directions_from_moments(
+    mean: torch.Tensor, scatter: torch.Tensor, count: int, rank: int, center: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean ``(d,)`` and top-``rank`` principal directions ``(d, rank)`` (float64) from moments.
+
+    The eigenvectors of the scatter matrix are the right singular vectors of the centered data
+    (uncentered: of the data, from the second moment ``scatter + n·μμᵀ``). ``eigh`` returns a full
+    orthonormal basis, so at full rank the projection is the identity to float precision, also
+    with fewer vectors than dimensions. Each direction's sign is fixed (largest entry positive)
+    so a fit is reproducible bit for bit.
+    """
+    mean = mean.to(torch.float64)
+    matrix = scatter.to(torch.float64)
+    if not center:
+        matrix = matrix + count * torch.outer(mean, mean)
+        mean = torch.zeros_like(mean)
+    _, vectors = torch.linalg.eigh((matrix + matrix.T) / 2)
+    basis = vectors.flip(-1)[:, :rank]  # eigh sorts ascending
+    largest = basis.abs().argmax(dim=0)
+    signs = torch.sign(basis[largest, torch.arange(basis.shape[1])])
+    return mean, (basis * torch.where(signs == 0, 1.0, signs)).contiguous()
+
+
 def principal_directions(
     x: torch.Tensor, rank: int, center: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean ``(d,)`` and top-``rank`` right singular vectors ``(d, rank)`` of ``x`` ``(n, d)``.
+    """Mean ``(d,)`` and top-``rank`` principal directions ``(d, rank)`` of ``x`` ``(n, d)`` (``x``'s dtype).
 
-    Computed in float64 (the projection at full rank must be the identity to float precision)
-    and returned in ``x``'s dtype. With ``center=False`` the mean is zero (uncentered SVD).
+    Computed in float64 from :class:`Moments` (the projection at full rank must be the identity to
+    float precision). With ``center=False`` the mean is zero (uncentered SVD).
     """
-    x64 = x.to(torch.float64)
-    mean = x64.mean(dim=0) if center else torch.zeros(x.shape[1], dtype=torch.float64)
-    centered = x64 - mean
-    if centered.shape[0] > centered.shape[1]:
-        # x = QR has the right singular vectors of R (d × d): same result, ~2× faster for tall x
-        centered = torch.linalg.qr(centered, mode="r").R
-    # full_matrices when n < d, so every rank up to d has directions (the extra ones span the null space)
-    _, _, vh = torch.linalg.svd(centered, full_matrices=centered.shape[0] < centered.shape[1])
-    return mean.to(x.dtype), vh[:rank].T.contiguous().to(x.dtype)
+    moments = Moments(1, x.shape[1])
+    moments.update(x[:, None])
+    mean, basis = directions_from_moments(*moments.head(0), rank, center)
+    return mean.to(x.dtype), basis.to(x.dtype)
 
 
 def project(x: torch.Tensor, mean: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
@@ -46,22 +96,23 @@ def project(x: torch.Tensor, mean: torch.Tensor, basis: torch.Tensor) -> torch.T
 
 
 class SVDSimplification(AttentionSimplification):
-    """Buffers ``{query,key}_mean`` ``(n_head, d_head)``, ``{query,key}_basis`` ``(n_head, d_head, rank)``."""
+    """Buffers ``query_mean`` ``(n_head, d_head)``, ``query_basis`` ``(n_head, d_head, rank)``, and the
+    same for keys with ``n_kv_head`` heads (grouped-query attention)."""
 
     name = "svd"
 
     def __init__(self, config: Any, layer_idx: int):
         super().__init__(config, layer_idx)
         rank = int(self.setting("rank"))
-        for side in ("query", "key"):
-            self.register_buffer(f"{side}_mean", torch.zeros(config.n_head, config.d_head))
-            self.register_buffer(f"{side}_basis", torch.zeros(config.n_head, config.d_head, rank))
+        for side, n in (("query", self.n_head), ("key", self.n_kv_head)):
+            self.register_buffer(f"{side}_mean", torch.zeros(n, self.d_head))
+            self.register_buffer(f"{side}_basis", torch.zeros(n, self.d_head, rank))
 
     def transform_query(self, query: torch.Tensor) -> torch.Tensor:
         return self.only_simplified(project(query, self.query_mean, self.query_basis), query)
 
     def transform_key(self, key: torch.Tensor) -> torch.Tensor:
-        return self.only_simplified(project(key, self.key_mean, self.key_basis), key)
+        return self.only_simplified_keys(project(key, self.key_mean, self.key_basis), key)
 
 
 class SVDSimplifier(Simplifier):
@@ -75,6 +126,7 @@ class SVDSimplifier(Simplifier):
     """
 
     name: ClassVar[str] = "svd"
+    requires_own_model: ClassVar[str | None] = None
 
     def __init__(self, rank: int, center: bool = True, **kwargs: Any):
         super().__init__(**kwargs)
@@ -90,17 +142,21 @@ class SVDSimplifier(Simplifier):
         if self.rank > config.d_head:
             raise SimplifierError(f"rank must be between 1 and d_head={config.d_head}, got {self.rank}")
 
-    def fit_head(
-        self, layer: int, head: int, queries: torch.Tensor, keys: torch.Tensor
+    def collector(self, layer: int, side: str, heads: list[int], d_head: int) -> Moments:
+        return Moments(len(heads), d_head)
+
+    def fit_collected(
+        self, layer: int, side: str, collected: tuple[torch.Tensor, torch.Tensor, int]
     ) -> dict[str, torch.Tensor]:
-        query_mean, query_basis = principal_directions(queries, self.rank, self.center)
-        key_mean, key_basis = principal_directions(keys, self.rank, self.center)
-        return {
-            "query_mean": query_mean,
-            "query_basis": query_basis,
-            "key_mean": key_mean,
-            "key_basis": key_basis,
-        }
+        mean, basis = directions_from_moments(*collected, self.rank, self.center)
+        return {"mean": mean.float(), "basis": basis.float()}
 
 
-__all__ = ["SVDSimplification", "SVDSimplifier", "principal_directions", "project"]
+__all__ = [
+    "Moments",
+    "SVDSimplification",
+    "SVDSimplifier",
+    "directions_from_moments",
+    "principal_directions",
+    "project",
+]

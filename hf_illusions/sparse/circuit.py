@@ -337,6 +337,10 @@ class SparseCircuitPruner(Simplifier):
 
     name: ClassVar[str] = SIMPLIFIER_NAME
     needs_data: ClassVar[bool] = True
+    requires_own_model: ClassVar[str | None] = (
+        "it needs per-channel query/key/value node masks and an MLP-neuron seam "
+        "(`neuron_simplification`), which other architectures do not have"
+    )
 
     def __init__(
         self,
