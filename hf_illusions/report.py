@@ -520,13 +520,31 @@ def _header(results: Mapping) -> str:
             False: "**differs** (evaluated with allow_other_training_data: test splits may overlap it)",
             None: "not recorded with this model",
         }[(d.get("training_data") or {}).get("matches")],
-        f"- simplifiers fitted on the first {d.get('n_fit_sequences')} training sequences; "
+        f"- simplifiers fitted on {d.get('n_fit_sequences')} training sequences, a seeded sample "
+        f"(seed {(d.get('sample') or {}).get('seed')}"
+        + (
+            f", stratified by {d['sample']['stratified_by']}"
+            if (d.get("sample") or {}).get("stratified_by")
+            else ""
+        )
+        + "; scored rows are sampled the same way and listed in `results.json`, `dataset.sample`); "
         f"proxies: {', '.join(f'`{n}`' for n in results['proxies'])}",
+        *_strata_lines(d),
         f"- wall time: {_fmt(timing.get('total_s'), 1)} s; splits reused from a previous run: "
         + (", ".join(s for s, r in (results.get("resumed") or {}).items() if r) or "none"),
         "- versions: " + ", ".join(f"{k} {v}" for k, v in (results.get("versions") or {}).items()),
     ]
     return "\n".join(lines)
+
+
+def _strata_lines(dataset: Mapping) -> list[str]:
+    """Per split, what the sample holds of each stratum (code: windows per package)."""
+    strata = (dataset.get("sample") or {}).get("strata") or {}
+    return [
+        f"- `{split}` sample by {dataset['sample']['stratified_by']}: "
+        + ", ".join(f"{k} {v}" for k, v in counts.items())
+        for split, counts in strata.items()
+    ]
 
 
 # ---------------------------------------------------------------- plots

@@ -23,6 +23,7 @@ import json
 import math
 import platform
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -502,12 +503,13 @@ def _load_model_and_data(
     rows = {s: sample_split(ds[s], max_eval_sentences, s) for s in test_splits if s in ds}
     split_sequences = {s: [list(ids) for ids in ds[s].select(r)["input_ids"]] for s, r in rows.items()}
     timing["load_data_s"] = time.perf_counter() - tick
-    sample = {
-        "seed": SAMPLE_SEED,
-        "stratified_by": _strata_column(ds["train"]),
-        "fit_rows": fit_indices,
-        "rows": rows,
-    }
+    column = _strata_column(ds["train"])
+    sample = {"seed": SAMPLE_SEED, "stratified_by": column, "fit_rows": fit_indices, "rows": rows}
+    if column:  # what each sample holds of each stratum (e.g. both held-out packages)
+        sample["strata"] = {
+            s: dict(sorted(Counter(ds[s].select(r)[column]).items()))
+            for s, r in {"train": fit_indices, **rows}.items()
+        }
     return model, ds, built, training_data, fit_rows, split_sequences, timing, sample
 
 
