@@ -84,7 +84,7 @@ def test_disagreements_are_the_positions_where_top_predictions_differ(explorer, 
     analysis = explorer.analyze(deep_sentence, ProxyChoice("onehot"))
     n = analysis.metrics["all"]["n"]
     assert n == len(analysis.predictions) == len(analysis.tokens) - 1
-    assert len(analysis.disagreements) == round(n * (1 - analysis.metrics["all"]["agreement"]))
+    assert len(analysis.disagreements) == round(n * (1 - analysis.metrics["all"]["agreement_full"]))
     for p in analysis.predictions:
         assert (p.position in analysis.disagreements) == (p.original != p.proxy)
         assert p.target == analysis.tokens[p.position + 1] and p.context == analysis.tokens[p.position]
