@@ -34,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hf_illusions import __version__
-from hf_illusions.data.sampling import sample_rows
+from hf_illusions.data.sampling import STRATA_COLUMN, sample_split_rows
 from hf_illusions.errors import SettingsError, SimplifierError, SplitError
 from hf_illusions.evaluation import ORIGINAL, SentenceSums, sentence_sums
 from hf_illusions.intervals import merge_intervals, split_intervals
@@ -515,8 +515,6 @@ def _load_model_and_data(
 
 #: seed of the row samples (fitting rows and scored rows); recorded in results.json
 SAMPLE_SEED = 0
-#: column that stratifies samples when the split has it (code windows: their package)
-STRATA_COLUMN = "package"
 
 
 def _strata_column(split: Any) -> str | None:
@@ -530,9 +528,7 @@ def sample_split(split: Any, n: int | None, name: str, seed: int = SAMPLE_SEED) 
     by file path, so a prefix would come from one or two packages); a plain seeded draw otherwise
     (Dyck splits are i.i.d. draws, so any sample is fair, and the seeded one keeps it so).
     """
-    column = _strata_column(split)
-    strata = split.data.column(column).to_pylist() if column else None
-    return sample_rows(len(split), n, seed=seed, strata=strata, name=name)
+    return sample_split_rows(split, n, name, seed)
 
 
 def folder_hash(folder: Path) -> str:

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from hf_illusions.data.batching import StepBatches, pad_batch
+from hf_illusions.data.sampling import sample_split_ids
 from hf_illusions.errors import CheckpointError, PathError, SettingsError
 from hf_illusions.evaluation import evaluate_models
 from hf_illusions.modeling import IllusionConfig, IllusionForCausalLM
@@ -360,9 +361,8 @@ def main(argv: list[str] | None = None) -> Path:
     task, ds, tokenizer, vocab_size = load_task_data(args)
     train_ids = ds["train"].data.column("input_ids").to_pylist()
     lengths = [len(s) for s in train_ids]
-    eval_splits = {
-        s: ds[s].data.column("input_ids").to_pylist()[: args.eval_sentences] for s in ds if s != "train"
-    }
+    # a seeded sample of each split (stratified by package for code, whose splits are ordered by path)
+    eval_splits = {s: sample_split_ids(ds[s], args.eval_sentences, s) for s in ds if s != "train"}
     longest = max(max(lengths), *(len(x) for seqs in eval_splits.values() for x in seqs))
     if longest > args.n_positions:
         raise SettingsError(

@@ -27,6 +27,7 @@ from hf_illusions.cards.common import (
 )
 from hf_illusions.data.code_folder import SPLIT_DEFINITIONS
 from hf_illusions.data.code_labels import PREDICTION_TYPES
+from hf_illusions.data.sampling import sample_split_ids
 
 #: Every split the card reports, in reading order (those absent from the folder are skipped).
 CODE_ACCURACY_SPLITS = ("validation", "test_iid", "test_unseen_package", "test_other_language")
@@ -75,7 +76,7 @@ def evaluate_code_checkpoint(
     task = CodeTask.from_dataset({s: ds[s] for s in splits})
     out = {}
     for split in splits:
-        seqs = ds[split].data.column("input_ids").to_pylist()[:max_sentences]
+        seqs = sample_split_ids(ds[split], max_sentences, split)  # seeded, stratified by package
         res = evaluate_models(model, seqs, task, progress=progress, desc=split)[ORIGINAL]
         out[split] = {"sentences": len(seqs)}
         for group in ("all", *PREDICTION_TYPES):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_illusions.data.hub_folder import TEMPLATES, load_folder
+from hf_illusions.data.sampling import sample_split_ids
 from hf_illusions.errors import IllusionsError
 from hf_illusions.hub import HUB_REPO_IDS
 
@@ -43,7 +44,7 @@ def _evaluate_splits(
     progress: bool = False,
     max_sentences: int | None = None,
 ) -> dict[str, dict]:
-    """``{split: evaluate_models(...)}`` on Dyck data over the first ``max_sentences`` of each split.
+    """``{split: evaluate_models(...)}`` on Dyck data over a seeded sample of ``max_sentences`` per split.
 
     Shared by the Dyck model card (the original alone) and the proxy card (original + proxy).
     """
@@ -54,7 +55,7 @@ def _evaluate_splits(
     task = DyckTask(n_types=(model.config.vocab_size - 3) // 2)
     out = {}
     for split in splits:
-        seqs = ds[split].data.column("input_ids").to_pylist()[:max_sentences]
+        seqs = sample_split_ids(ds[split], max_sentences, split)  # seeded, stratified by package
         out[split] = evaluate_models(model, seqs, task, proxies, progress=progress, desc=split)
         out[split]["sentences"] = len(seqs)
     return out

@@ -70,4 +70,19 @@ def sample_rows(
     return sorted(chosen)
 
 
-__all__ = ["sample_rows", "stratum_sizes"]
+STRATA_COLUMN = "package"
+
+
+def sample_split_rows(split, n: int | None, name: str, seed: int = 0) -> list[int]:
+    """:func:`sample_rows` of a ``datasets.Dataset``, stratified by its ``package`` column if it has one."""
+    strata = split.data.column(STRATA_COLUMN).to_pylist() if STRATA_COLUMN in split.column_names else None
+    return sample_rows(len(split), n, seed=seed, strata=strata, name=name)
+
+
+def sample_split_ids(split, n: int | None, name: str, seed: int = 0) -> list[list[int]]:
+    """The ``input_ids`` of :func:`sample_split_rows`, in row order."""
+    ids = split.data.column("input_ids")
+    return [ids[i].as_py() for i in sample_split_rows(split, n, name, seed)]
+
+
+__all__ = ["STRATA_COLUMN", "sample_rows", "sample_split_ids", "sample_split_rows", "stratum_sizes"]
