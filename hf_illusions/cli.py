@@ -539,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("--wall-time", "--wall_time", dest="wall_time", default="unknown")
     card.add_argument(
         "--max-sentences", "--max_sentences", dest="max_sentences", type=positive_int, default=None,
-        help="measure on a seeded sample of N sentences/windows per split, by package for code (default: all)",
+        help="measure on a seeded sample of N per split (by package for code; default: all)",
     )  # fmt: skip
     card.set_defaults(func=cmd_card)
     card = kinds.add_parser("dataset", help="re-render a dataset folder's card from its files")
