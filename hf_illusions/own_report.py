@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from hf_illusions.report import _grouped_bars, _legend_below, _pyplot, _save
+from hf_illusions.report import _legend_below, _pyplot, _save
 from hf_illusions.report_stats import with_ci
 from hf_illusions.statistics import verdict
 
@@ -97,46 +97,50 @@ def _header(results: Mapping) -> str:
     )
 
 
+def _points(ax, labels: list[str], series: Mapping[str, list[Mapping]]) -> None:
+    """One marker per label and series with its 95 % interval as an error bar (missing: no marker)."""
+    for i, (name, entries) in enumerate(series.items()):
+        nan = float("nan")
+        ys = [e.get("value") if e.get("value") is not None else nan for e in entries]
+        cis = [e.get("ci") or [y, y] for e, y in zip(entries, ys, strict=True)]
+        err = [
+            [y - c[0] for y, c in zip(ys, cis, strict=True)],
+            [c[1] - y for y, c in zip(ys, cis, strict=True)],
+        ]
+        xs = [x + 0.1 * i for x in range(len(labels))]
+        ax.errorbar(xs, ys, yerr=err, fmt="o", capsize=4, label=name)
+    ax.set_xticks(range(len(labels)), labels, rotation=20)
+    ax.grid(alpha=0.3)
+
+
 def plot_faithfulness(results: Mapping, path: str | Path, group: str = "all") -> Path:
     """Output JSD and agreement of every proxy per split, with 95 % interval error bars."""
     splits = list(results["splits"])
     fig, axes = _pyplot().subplots(1, 2, figsize=(11, 4.2))
     for ax, metric in zip(axes, ("jsd", "agreement"), strict=True):
-        for i, proxy in enumerate(results["proxies"]):
+        series = {}
+        for proxy in results["proxies"]:
             entries = [results["splits"][s][proxy][group] for s in splits]
-            ys = [e.get(metric) if e.get(metric) is not None else float("nan") for e in entries]
-            cis = [(e.get("ci") or {}).get(metric) or [y, y] for e, y in zip(entries, ys, strict=True)]
-            err = [
-                [y - lo for y, (lo, _) in zip(ys, cis, strict=True)],
-                [hi - y for y, (_, hi) in zip(ys, cis, strict=True)],
-            ]
-            ax.errorbar(
-                [x + 0.1 * i for x in range(len(splits))], ys, yerr=err, fmt="o", capsize=4, label=proxy
-            )
-        ax.set_xticks(range(len(splits)), splits, rotation=20)
+            series[proxy] = [{"value": e.get(metric), "ci": (e.get("ci") or {}).get(metric)} for e in entries]
+        _points(ax, splits, series)
         ax.set_title(f"{'output JSD (base 2)' if metric == 'jsd' else 'agreement'} — {group} positions")
-        ax.grid(alpha=0.3)
     _legend_below(fig, axes[0])
     fig.suptitle("Proxy vs original per split (95 % intervals)")
     return _save(fig, path)
 
 
 def plot_gaps(results: Mapping, path: str | Path, group: str = "all") -> Path:
-    """JSD and agreement gap of every non-reference split against the reference split."""
+    """JSD and agreement gap of every non-reference split against the reference, with intervals."""
     gaps = results.get("gaps") or {}
     ood = list(next(iter(gaps.values()), {}))
     fig, axes = _pyplot().subplots(1, 2, figsize=(11, 4.2))
     for ax, metric in zip(axes, ("jsd", "agreement"), strict=True):
-        series = {
-            p: [((per[s].get(group) or {}).get(metric) or {}).get("value") or 0.0 for s in ood]
-            for p, per in gaps.items()
-        }
-        if ood:
-            _grouped_bars(ax, ood, series)
+        series = {p: [(per[s].get(group) or {}).get(metric) or {} for s in ood] for p, per in gaps.items()}
+        _points(ax, ood, series)
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_title(f"{metric}(split) − {metric}({results['settings']['reference_split']})")
     _legend_below(fig, axes[0])
-    fig.suptitle(f"Generalization gap — {group} positions")
+    fig.suptitle(f"Generalization gap — {group} positions (95 % intervals)")
     return _save(fig, path)
 
 
