@@ -298,3 +298,38 @@ def test_cli_errors_are_one_line(gpt2, data, tmp_path, capsys):
     assert "apply only with --simplifier" in capsys.readouterr().err
     assert main(["evaluate", "--simplifier", "svd", "--proxy", "p", "--out", str(tmp_path / "o")]) == 2
     assert "--proxy does not apply with --simplifier" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the README section
+
+
+def _section() -> str:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = text.index("## Use it on your own model")
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def test_readme_own_model_section_runs(tmp_path, monkeypatch):
+    """Its Python block on its own, then its CLI command on what the block built."""
+    import re
+    import shlex
+
+    monkeypatch.chdir(tmp_path)
+    (python,) = re.findall(r"```python\n(.*?)```", _section(), flags=re.S)
+    namespace: dict = {}
+    exec(compile(python, "README.md", "exec"), namespace)
+    own = namespace["own"]
+    assert set(own.results["splits"]) == {"held_out", "numbers"} and own.results["fit"]["n_windows"] > 0
+    assert (tmp_path / "reports" / "my-gpt2-svd4" / "README.md").is_file()
+    ids = torch.tensor([own.windows["numbers"].input_ids[0]])
+    with torch.no_grad():
+        assert torch.equal(namespace["my_proxy"](ids).logits, own.proxy(ids).logits)
+    (bash,) = re.findall(r"```bash\n(.*?)```", _section(), flags=re.S)
+    command = re.sub(r"\\\n\s*", " ", bash).splitlines()[0]
+    assert main(shlex.split(command)[1:]) == 0
+    assert json.loads((tmp_path / "reports" / "my-gpt2-svd8" / "results.json").read_text())["proxies"][
+        "svd_r8"
+    ]
+    assert (tmp_path / "my-gpt2-svd8").is_dir()
