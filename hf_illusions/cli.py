@@ -261,6 +261,8 @@ OWN_DATA_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "no_bos": False,
     "save_proxy": None,
+    "device": None,
+    "dtype": None,
 }
 
 
@@ -297,7 +299,11 @@ def cmd_evaluate_own(args: argparse.Namespace) -> None:
         out=out,
         overwrite=args.overwrite,
         progress=True,
+        device=args.device,
+        dtype=args.dtype,
     )
+    if not ev.is_main_process:  # a data-parallel run: the main process writes and reports
+        return
     print(f"wrote {out}/results.json and {ev.report}")
     if args.save_proxy:
         if hasattr(ev.proxy, "simplification_config"):  # a stock model's proxy: a small adapter
@@ -582,6 +588,14 @@ def build_parser() -> argparse.ArgumentParser:
     own.add_argument("--seed", type=int, default=0, help="seed of the window samples and the fit")
     own.add_argument("--no_bos", action="store_true", help="do not start windows with the BOS token")
     own.add_argument("--save_proxy", default=None, help="also save the fitted proxy (an adapter) here")
+    own.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, mps")
+    own.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default=None,
+        help="default float32; bfloat16/float16 only where the device has them. Data-parallel: "
+        "ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m hf_illusions.cli evaluate …",
+    )
     evaluate.set_defaults(func=cmd_evaluate)
 
     reproduce = sub.add_parser("reproduce", help="data -> model -> simplifiers -> faithfulness report")

@@ -26,10 +26,10 @@ from hf_illusions.tasks.lm import Labeller, LanguageModelTask
 
 #: simplifiers that fit any attention-interface model, and the one setting each is swept by
 SETTING = {"svd": "rank", "kmeans": "k", "onehot": None}
-RESULTS_NAME = "results.json"
 #: files one of which a saved tokenizer has (fast, sentencepiece, or slow vocabularies)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "vocab.txt")
-#: results keys that vary between identical runs (everything else is byte-identical per seed)
+#: results keys that vary between identical runs: wall-clock times and the number of processes
+#: (everything else is byte-identical per seed and process count)
 VOLATILE_KEYS = ("timings",)
 
 
@@ -43,6 +43,8 @@ class OwnModelEvaluation:
     windows: dict[str, Windows] = field(repr=False)
     fit_windows: Windows = field(repr=False)
     report: Path | None = None
+    #: False in the other processes of a data-parallel run (only the main one writes files)
+    is_main_process: bool = True
 
 
 def load_model_and_tokenizer(model: Any, tokenizer: Any = None) -> tuple[Any, Any, str]:
@@ -157,6 +159,8 @@ def evaluate_own_model(
     n_resamples: int | None = None,
     max_batch_tokens: int = 16384,
     progress: bool = False,
+    device: str | None = None,
+    dtype: str | None = None,
 ) -> OwnModelEvaluation:
     """Fit ``simplifier`` on ``fit_split`` windows and score it against the model on every split.
 
@@ -172,9 +176,14 @@ def evaluate_own_model(
             windows of ``fit_split`` the simplifier is fitted on (the paper fits on ~1,000).
         labeller, labels: optional prediction types, one group per label (see :mod:`~hf_illusions.tasks.lm`).
         out: folder for ``results.json``, ``README.md``, plots and per-window sums (``sums/``).
+        device, dtype: where and in what precision to run (default CPU, float32; ``bfloat16`` /
+            ``float16`` only where the device has them). Under ``accelerate launch`` with several
+            processes each scores a shard of every split (see :mod:`hf_illusions.distributed`).
     """
+    from hf_illusions.distributed import gather_sums, resolve_device, resolve_dtype, shard, world
     from hf_illusions.evaluation import sentence_sums
     from hf_illusions.intervals import gap, merge_intervals, split_intervals
+    from hf_illusions.own_report import write_outputs
     from hf_illusions.paths import check_output_path
     from hf_illusions.statistics import N_RESAMPLES
 
@@ -191,7 +200,12 @@ def evaluate_own_model(
     reference = reference or splits[0]
     if reference not in splits:
         raise SplitError(f"reference {reference!r} must be one of the evaluated splits {splits}")
+    rank_, n_processes = world()
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
     loaded, tokenizer, model_name = load_model_and_tokenizer(model, tokenizer)
+    if not hasattr(model, "config") or device is not None or dtype is not None or n_processes > 1:
+        loaded = loaded.to(device=dev, dtype=torch_dtype)  # a model object is moved only when asked
     longest = max_positions(loaded.config)
     if longest is not None and window > longest:
         raise SettingsError(f"window {window} is longer than the model's {longest} positions")
@@ -203,12 +217,16 @@ def evaluate_own_model(
     started = time.perf_counter()
     proxy = simplifier.fit(loaded, fit.input_ids)
     fitted = time.perf_counter()
-    sums = {
-        s: sentence_sums(
-            loaded, w.input_ids, task, {proxy_name: proxy}, max_batch_tokens, False, progress, desc=s
+    sums = {}
+    for s, w in windows.items():
+        part, _ = shard(w.input_ids, rank_, n_processes)
+        show = progress and rank_ == 0
+        local = (
+            sentence_sums(loaded, part, task, {proxy_name: proxy}, max_batch_tokens, False, show, s)
+            if part
+            else None
         )
-        for s, w in windows.items()
-    }
+        sums[s] = gather_sums(local, n_processes)
     done = time.perf_counter()
     per_split = {s: merge_intervals(v.means(), split_intervals(v, s, n_resamples)) for s, v in sums.items()}
     quantities = ("jsd", "agreement", "accuracy_diff")
@@ -244,6 +262,8 @@ def evaluate_own_model(
                 "max_windows": max_windows,
                 "n_fit": n_fit,
                 "n_resamples": n_resamples,
+                "device": dev.type,
+                "dtype": str(torch_dtype).removeprefix("torch."),
             },
             "evaluation": {"headline_groups": ["all"], "groups": sums[splits[0]].groups},
             "proxies": {proxy_name: proxy_info},
@@ -251,27 +271,17 @@ def evaluate_own_model(
             "windows": {s: w.summary() for s, w in windows.items()},
             "splits": per_split,
             "gaps": gaps,
-            "timings": {"fit_seconds": fitted - started, "evaluate_seconds": done - fitted},
+            "timings": {
+                "fit_seconds": fitted - started,
+                "evaluate_seconds": done - fitted,
+                "processes": n_processes,
+            },
         }
     )
     report = None
-    if out is not None:
+    if out is not None and rank_ == 0:
         report = write_outputs(results, sums, out)
-    return OwnModelEvaluation(results, proxy, windows, fit, report)
-
-
-def write_outputs(results: dict, sums: dict, out: str | Path) -> Path:
-    """``results.json``, per-split sums (``sums/<split>.npz``) and the report; returns README.md's path."""
-    from hf_illusions.own_report import write_own_report
-
-    out = Path(out)
-    (out / "sums").mkdir(parents=True, exist_ok=True)
-    for split, values in sums.items():
-        values.save(out / "sums" / f"{split}.npz")
-    tmp = out / (RESULTS_NAME + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    tmp.replace(out / RESULTS_NAME)
-    return write_own_report(results, out)
+    return OwnModelEvaluation(results, proxy, windows, fit, report, rank_ == 0)
 
 
 def _clean(value: Any) -> Any:

@@ -9,6 +9,7 @@ instead of ``test_iid``, and the group ``all`` (plus one group per label) instea
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from hf_illusions.statistics import verdict
 
 ORIGINAL = "original"
 PLOTS = ("faithfulness_per_split.png", "gap.png")
+RESULTS_NAME = "results.json"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -144,6 +146,18 @@ def plot_gaps(results: Mapping, path: str | Path, group: str = "all") -> Path:
     return _save(fig, path)
 
 
+def write_outputs(results: dict, sums: dict, out: str | Path) -> Path:
+    """``results.json``, per-split sums (``sums/<split>.npz``) and the report; returns README.md's path."""
+    out = Path(out)
+    (out / "sums").mkdir(parents=True, exist_ok=True)
+    for split, values in sums.items():
+        values.save(out / "sums" / f"{split}.npz")
+    tmp = out / (RESULTS_NAME + ".tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    tmp.replace(out / RESULTS_NAME)
+    return write_own_report(results, out)
+
+
 def write_own_report(results: Mapping, out_dir: str | Path) -> Path:
     """Write ``README.md`` and the plots into ``out_dir``; returns the README path."""
     out_dir = Path(out_dir)
@@ -163,4 +177,13 @@ def write_own_report(results: Mapping, out_dir: str | Path) -> Path:
     return readme
 
 
-__all__ = ["PLOTS", "gap_table", "plot_faithfulness", "plot_gaps", "split_table", "write_own_report"]
+__all__ = [
+    "PLOTS",
+    "RESULTS_NAME",
+    "gap_table",
+    "plot_faithfulness",
+    "plot_gaps",
+    "split_table",
+    "write_outputs",
+    "write_own_report",
+]

@@ -333,3 +333,94 @@ def test_readme_own_model_section_runs(tmp_path, monkeypatch):
         "svd_r8"
     ]
     assert (tmp_path / "my-gpt2-svd8").is_dir()
+
+
+# ---------------------------------------------------------------- devices, dtypes, processes
+
+
+def test_dtype_and_device_are_checked_and_recorded(gpt2, data):
+    with pytest.raises(SettingsError, match="dtype 'float16' is not supported on cpu"):
+        _run(gpt2, data, rank=2, dtype="float16")
+    with pytest.raises(SettingsError, match="device 'cuda:99' is not available"):
+        _run(gpt2, data, rank=2, device="cuda:99")
+    ev = _run(gpt2, data, rank=16, layers=[0, 1], dtype="bfloat16", max_windows=6)
+    assert ev.results["settings"]["dtype"] == "bfloat16" and ev.results["settings"]["device"] == "cpu"
+    assert next(ev.proxy.parameters()).dtype == torch.bfloat16
+    full = ev.results["splits"]["far"]["svd_r16"]["all"]
+    assert 0 <= full["jsd"] < 1e-2 and full["agreement"] > 0.9  # exact up to bfloat16 rounding
+    print(f"bfloat16 full-rank SVD: JSD {full['jsd']:.3g}, agreement {full['agreement']:.3f}")
+
+
+def test_shards_concatenate_to_the_one_process_sums(gpt2, data):
+    """What a data-parallel run gathers: per-window sums of contiguous shards, in process order."""
+    from hf_illusions.distributed import concat_sums, shard
+    from hf_illusions.evaluation import sentence_sums
+    from hf_illusions.tasks.lm import LanguageModelTask
+
+    ev = _run(gpt2, data, rank=2, max_windows=7)
+    model, task, windows = (
+        AutoModelForCausalLM.from_pretrained(gpt2).eval(),
+        LanguageModelTask(),
+        ev.windows["far"],
+    )
+    whole = sentence_sums(model, windows.input_ids, task, {"p": ev.proxy}, attention=False)
+    parts = [shard(windows.input_ids, i, 3)[0] for i in range(3)]
+    assert [ids for part in parts for ids in part] == windows.input_ids and all(parts)
+    joined = concat_sums([sentence_sums(model, p, task, {"p": ev.proxy}, attention=False) for p in parts])
+    np.testing.assert_allclose(joined.n, whole.n)
+    for q, values in whole.models["p"].items():
+        np.testing.assert_allclose(joined.models["p"][q], values, rtol=1e-6, atol=1e-12, err_msg=q)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_give_the_one_process_numbers(gpt2, data, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    assert _cli(gpt2, data, tmp_path / "one") == 0
+    accelerate = Path(sys.executable).with_name("accelerate")
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    args = ["evaluate", "--model", gpt2, "--data", data, "--text_column", "body", "--splits", "near,far"]
+    args += ["--simplifier", "svd", "--rank", "2", "--layers", "0,1", "--window", str(WINDOW)]
+    args += ["--max_windows", "10", "--n_fit", "20", "--out", str(tmp_path / "two")]
+    launch = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    launch += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+    done = subprocess.run(
+        [*launch, "-m", "hf_illusions.cli", *args], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two"))
+    assert two["timings"]["processes"] == 2 and one["timings"]["processes"] == 1
+    assert one["windows"] == two["windows"] and one["fit"] == two["fit"]
+
+    def numbers(results):
+        out = {}
+        for split, res in results["splits"].items():
+            for model, groups in res.items():
+                for q in ("n", "jsd", "agreement", "accuracy"):
+                    if q in groups["all"]:
+                        out[(split, model, q)] = groups["all"][q]
+        out.update(
+            {
+                ("gap", s, q): g["all"][q]["value"]
+                for s, g in results["gaps"]["svd_r2"].items()
+                for q in g["all"]
+            }
+        )
+        return out
+
+    a, b = numbers(one), numbers(two)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert b[key] == pytest.approx(a[key], rel=1e-6, abs=1e-9), key
+    print("2 processes vs 1: max abs difference", max(abs(a[k] - b[k]) for k in a))
