@@ -189,7 +189,7 @@ def evaluate_own_model(
 
     n_resamples = n_resamples or N_RESAMPLES
     if out is not None:
-        check_output_path(out, overwrite, arg="out" if not str(out).startswith("-") else "--out")
+        check_output_path(out, overwrite, arg="out")
     task = LanguageModelTask(labeller, labels)
     simplifier, proxy_name, proxy_info = make_own_simplifier(simplifier, rank, k, layers, heads, n_fit)
     ds = load_text_splits(data, text_column, [fit_split], "fit_split")

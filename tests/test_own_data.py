@@ -424,3 +424,14 @@ def test_two_cpu_processes_give_the_one_process_numbers(gpt2, data, tmp_path):
     for key in a:
         assert b[key] == pytest.approx(a[key], rel=1e-6, abs=1e-9), key
     print("2 processes vs 1: max abs difference", max(abs(a[k] - b[k]) for k in a))
+
+
+def test_kmeans_and_onehot_proxies_are_named_by_their_setting(llama, data):
+    for kwargs, name in (
+        ({"simplifier": "kmeans", "k": 3}, "kmeans_k3"),
+        ({"simplifier": "onehot"}, "onehot"),
+    ):
+        res = _run(llama, data, max_windows=4, n_fit=8, **kwargs).results
+        assert list(res["proxies"]) == [name] and res["settings"]["simplifier"] == kwargs["simplifier"]
+        far = res["splits"]["far"][name]["all"]
+        assert 0 < far["jsd"] < 1 and 0 <= far["agreement"] <= 1 and far["n"] == 4 * (WINDOW - 1)
