@@ -13,4 +13,14 @@ def load_proxy(path, base_model=None, **base_kwargs):
     return _load_proxy(path, base_model, **base_kwargs)
 
 
-__all__ = ["__version__", "load_proxy"]
+def evaluate_own_model(model, data, **kwargs):
+    """Fit a proxy of your own causal LM on your own text and score it per split.
+
+    See :func:`hf_illusions.own_data.evaluate_own_model`; imported lazily like :func:`load_proxy`.
+    """
+    from hf_illusions.own_data import evaluate_own_model as _evaluate_own_model
+
+    return _evaluate_own_model(model, data, **kwargs)
+
+
+__all__ = ["__version__", "evaluate_own_model", "load_proxy"]
