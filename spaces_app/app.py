@@ -122,8 +122,13 @@ def predictions_html(analysis: SentenceAnalysis) -> str:
 
 def metrics_html(analysis: SentenceAnalysis) -> str:
     """Per-group faithfulness of this sentence (cells carry ``data-metric="group.metric"``)."""
-    columns = ("n", "jsd", "agreement", "accuracy_original", "accuracy_proxy")
-    head = "<tr><th>positions</th>" + "".join(f"<th>{c.replace('_', ' ')}</th>" for c in columns) + "</tr>"
+    columns = ("n", "jsd", "agreement", "agreement_full", "accuracy_original", "accuracy_proxy")
+    titles = {"agreement": "agreement (closing brackets)", "agreement_full": "agreement (whole vocabulary)"}
+    head = (
+        "<tr><th>positions</th>"
+        + "".join(f"<th>{titles.get(c, c.replace('_', ' '))}</th>" for c in columns)
+        + "</tr>"
+    )
     body = "".join(
         f"<tr><td>{group.replace('_', '-')}</td>"
         + "".join(f'<td data-metric="{group}.{c}">{_number(values.get(c))}</td>' for c in columns)
