@@ -141,7 +141,7 @@ def evaluation_vs_forwards(
 
     def evaluate() -> None:
         for sequences in splits.values():
-            evaluate_models(model, sequences, task, proxies, max_batch_tokens)
+            evaluate_models(model, sequences, task, proxies, max_batch_tokens=max_batch_tokens)
 
     @torch.no_grad()
     def forwards() -> None:

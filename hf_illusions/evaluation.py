@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -167,24 +167,19 @@ def _stack_rows(per_sentence: Sequence[Mapping[str, np.ndarray]], width: int, fi
     return out
 
 
-@torch.no_grad()
 def evaluate_models(
     original: torch.nn.Module,
     sequences: Sequence[Sequence[int]],
     task: Task,
     proxies: Mapping[str, torch.nn.Module] | None = None,
-    max_batch_tokens: int = 16384,
-    attention: bool = True,
-    progress: bool = False,
-    desc: str = "evaluate",
+    **options: Any,
 ) -> dict[str, dict]:
     """Accuracy of ``original`` and faithfulness of each proxy on ``sequences`` (lists of token ids).
 
-    The means of :func:`sentence_sums`; see there for the cost.
+    The means of :func:`sentence_sums`, which takes the same arguments (``max_batch_tokens``,
+    ``attention``, ``progress``, ``desc``) and says what it costs.
     """
-    return sentence_sums(
-        original, sequences, task, proxies, max_batch_tokens, attention, progress, desc
-    ).means()
+    return sentence_sums(original, sequences, task, proxies, **options).means()
 
 
 @torch.no_grad()

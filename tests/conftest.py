@@ -58,14 +58,19 @@ def tiny_code_dir(tmp_path_factory):
     return write_code_folder(tmp_path_factory.mktemp("code") / "code-illusions", config_name="tiny")
 
 
-@pytest.fixture
-def tiny_model():
+def make_tiny_model():
     """A random 2-layer, 2-head model over the Dyck-20 vocabulary (seeded)."""
     from hf_illusions.modeling import IllusionConfig, IllusionForCausalLM
 
     torch.manual_seed(0)
     config = IllusionConfig(d_model=16, n_head=2, d_mlp=32, n_layer=2, vocab_size=43, n_positions=128)
     return IllusionForCausalLM(config).eval()
+
+
+@pytest.fixture
+def tiny_model():
+    """:func:`make_tiny_model`, fresh for each test."""
+    return make_tiny_model()
 
 
 @pytest.fixture(scope="module")

@@ -26,11 +26,9 @@ from hf_illusions.tasks.dyck import DyckTask, close_features
 
 @pytest.fixture(scope="module")
 def model():
-    from hf_illusions.modeling import IllusionConfig, IllusionForCausalLM
+    from conftest import make_tiny_model
 
-    torch.manual_seed(0)
-    config = IllusionConfig(d_model=16, n_head=2, d_mlp=32, n_layer=2, vocab_size=43, n_positions=128)
-    return IllusionForCausalLM(config).eval()
+    return make_tiny_model()
 
 
 @pytest.fixture(scope="module")
