@@ -42,9 +42,14 @@ def main() -> None:
     eval_rows = sample_split(ds["test_iid"], args.n_eval, "test_iid")
     sequences = [list(x) for x in ds["test_iid"].select(eval_rows)["input_ids"]]
     n_vectors = sum(len(x) for x in fit["input_ids"])
-    runs = []
+    out = Path(args.out)
+    previous = json.loads(out.read_text()) if out.is_file() else {}
+    runs = list(previous.get("runs", []))  # resumable: finished (k, layers) runs are kept
+    done = {(r["k"], tuple(r["layers"])) for r in runs}
     for k in (int(v) for v in args.ks.split(",")):
         for layers in ([0, 1], [1]):
+            if (k, tuple(layers)) in done:
+                continue
             tick = time.perf_counter()
             proxy = KMeansSimplifier(k=k, layers=layers, n_sequences=args.n_fit).fit(model, fit)
             fit_s = time.perf_counter() - tick
@@ -60,23 +65,23 @@ def main() -> None:
                 }
             )
             print(json.dumps(runs[-1]), flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "model": args.model,
-                "fit_rows": "seeded sample of train (reproduce.sample_split), as in the reproduction",
-                "n_fit_sequences": args.n_fit,
-                "n_fit_vectors_per_head_and_side": n_vectors,
-                "n_eval_sentences": len(sequences),
-                "runs": runs,
-            },
-            indent=1,
-        )
-        + "\n"
-    )
+            write(out, args, n_vectors, len(sequences), runs, previous.get("notes"))
     print(f"wrote {out}")
+
+
+def write(out: Path, args: argparse.Namespace, n_vectors: int, n_eval: int, runs: list, notes) -> None:
+    """Written after every run, so an interrupted sweep keeps what it measured."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "model": args.model,
+        "fit_rows": "seeded sample of train (reproduce.sample_split), as in the reproduction",
+        "n_fit_sequences": args.n_fit,
+        "n_fit_vectors_per_head_and_side": n_vectors,
+        "n_eval_sentences": n_eval,
+        "runs": sorted(runs, key=lambda r: (r["k"], -len(r["layers"]))),
+        **({"notes": notes} if notes else {}),
+    }
+    out.write_text(json.dumps(payload, indent=1) + "\n")
 
 
 if __name__ == "__main__":
