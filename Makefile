@@ -12,13 +12,19 @@ CHROMIUM ?= /usr/bin/chromium
 # Idle OpenMP threads sleep instead of spinning: on a 2-core machine shared with other jobs, torch's
 # spinning second thread made evaluation ~2x slower (measured; see reports/bench/README.md).
 THREADS := OMP_WAIT_POLICY=PASSIVE
+# reports evaluated at once (one per core; `make reproduce JOBS=1` on a busy machine)
+JOBS ?= 2
 RUN := $(OFFLINE) $(THREADS) OMP_NUM_THREADS=1 $(BIN)/hf-illusions
-REPORTS := report-dyck report-dyck-sparse report-code report-dyck-seed1 report-dyck-seed2 \
-	report-dyck-sparse-seed1 report-code-seed1
+# every shipped training seed is evaluated: checkpoints/dyck-seed*, dyck-sparse-seed*, code-seed*
+DYCK_SEEDS := $(sort $(wildcard checkpoints/dyck-seed*))
+SPARSE_SEEDS := $(sort $(wildcard checkpoints/dyck-sparse-seed*))
+CODE_SEEDS := $(sort $(wildcard checkpoints/code-seed*))
+REPORTS := report-dyck report-dyck-sparse report-code \
+	$(patsubst checkpoints/%,report-%,$(DYCK_SEEDS) $(SPARSE_SEEDS) $(CODE_SEEDS))
 BENCH_STAMP := $(VENV)/.installed-bench
 BENCHMARKS := train proxy intervention data fit_eval scaling any_model
 
-.PHONY: install browser reproduce data $(REPORTS) test test-slow bench space lint format clean
+.PHONY: install browser reproduce data report-dyck report-dyck-sparse report-code test test-slow bench space lint format clean
 
 install: $(STAMP)
 
@@ -34,11 +40,11 @@ $(STAMP): pyproject.toml
 # seeds (reports/findings), the committed summaries (reports/summary) and the README's results block.
 # The data is built first (once), then the seven reports run two at a time, one per core.
 reproduce: install data
-	$(MAKE) --no-print-directory -j2 $(REPORTS)
+	$(MAKE) --no-print-directory -j$(JOBS) $(REPORTS)
 	$(RUN) findings --readme README.md \
-		--group dyck reports/dyck reports/dyck-seed1 reports/dyck-seed2 \
-		--group dyck-sparse reports/dyck-sparse reports/dyck-sparse-seed1 \
-		--group code reports/code reports/code-seed1
+		--group dyck reports/dyck $(DYCK_SEEDS:checkpoints/%=reports/%) \
+		--group dyck-sparse reports/dyck-sparse $(SPARSE_SEEDS:checkpoints/%=reports/%) \
+		--group code reports/code $(CODE_SEEDS:checkpoints/%=reports/%)
 
 data: install
 	test -f dyck-illusions/README.md || $(RUN) data build dyck --config dyck-20-10 --out dyck-illusions
@@ -50,12 +56,13 @@ report-dyck-sparse:
 	$(RUN) reproduce dyck --model checkpoints/dyck-sparse --out reports/dyck-sparse
 report-code:
 	$(RUN) reproduce code
-report-dyck-seed1 report-dyck-seed2:
-	$(RUN) reproduce dyck --model checkpoints/$(@:report-%=%) --out reports/$(@:report-%=%) --sweep seed
-report-dyck-sparse-seed1:
-	$(RUN) reproduce dyck --model checkpoints/$(@:report-%=%) --out reports/$(@:report-%=%) --sweep seed
-report-code-seed1:
-	$(RUN) reproduce code --model checkpoints/$(@:report-%=%) --out reports/$(@:report-%=%) --sweep seed
+report-dyck-seed%: FORCE
+	$(RUN) reproduce dyck --model checkpoints/dyck-seed$* --out reports/dyck-seed$* --sweep seed
+report-dyck-sparse-seed%: FORCE
+	$(RUN) reproduce dyck --model checkpoints/dyck-sparse-seed$* --out reports/dyck-sparse-seed$* --sweep seed
+report-code-seed%: FORCE
+	$(RUN) reproduce code --model checkpoints/code-seed$* --out reports/code-seed$* --sweep seed
+FORCE:
 
 # The Space's browser test drives Debian's chromium with Playwright (no `playwright install`).
 # Installed here when missing and apt-get is usable; otherwise that test fails and says how to install it.
