@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from hf_illusions.evaluation import ORIGINAL, SentenceSums
-from hf_illusions.intervals import split_counts
+from hf_illusions.intervals import gap_replicates, split_counts
 from hf_illusions.statistics import excludes_zero, percentile_interval, ratio, replicate_ratios
 
 IID = "test_iid"
@@ -67,16 +67,9 @@ def _paired(sums: SentenceSums, split: str, a: str, b: str, group: str, quantity
     return _entry(ratio(diff, sums.n[g]), reps)
 
 
-def _gap_reps(
-    ood: SentenceSums, ood_split: str, iid: SentenceSums, model: str, group: str
-) -> tuple[float, np.ndarray]:
-    g_o, g_i = _group(ood, group), _group(iid, group)
-    num_o, den_o = ood.models[model]["jsd"][g_o], ood.n[g_o]
-    num_i, den_i = iid.models[model]["jsd"][g_i], iid.n[g_i]
-    reps = replicate_ratios(num_o, den_o, split_counts(ood_split, ood.n_sentences)) - replicate_ratios(
-        num_i, den_i, split_counts(IID, iid.n_sentences)
-    )
-    return ratio(num_o, den_o) - ratio(num_i, den_i), reps
+def _gap_reps(ood: SentenceSums, ood_split: str, iid: SentenceSums, model: str, group: str):
+    """JSD gap over ``test_iid`` and its replicates (:func:`hf_illusions.intervals.gap_replicates`)."""
+    return gap_replicates(ood, ood_split, iid, IID, model, group, "jsd")
 
 
 def _mean(sums: SentenceSums, model: str, group: str, quantity: str) -> float:

@@ -75,7 +75,7 @@ def merge_intervals(means: dict, intervals: dict) -> dict:
     return out
 
 
-def gap(
+def gap_replicates(
     ood: SentenceSums,
     ood_split: str,
     iid: SentenceSums,
@@ -85,11 +85,12 @@ def gap(
     quantity: str,
     n_resamples: int = N_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
-) -> dict:
-    """``{"value": OOD − IID, "ci": [lo, hi]}`` of one quantity, the splits resampled independently.
+) -> tuple[float, np.ndarray]:
+    """OOD − IID of one quantity and its bootstrap replicates, the splits resampled independently.
 
     ``quantity`` is a summed quantity (``jsd``, ``agreement``, ``accuracy``, …) or
-    ``accuracy_diff`` (proxy − original accuracy, paired within each split).
+    ``accuracy_diff`` (proxy − original accuracy, paired within each split). The replicates let a
+    caller compare two gaps (e.g. one split's against another's) without resampling again.
     """
 
     def parts(sums: SentenceSums) -> tuple[np.ndarray, np.ndarray]:
@@ -101,7 +102,13 @@ def gap(
     (num_o, den_o), (num_i, den_i) = parts(ood), parts(iid)
     rep_o = replicate_ratios(num_o, den_o, split_counts(ood_split, ood.n_sentences, n_resamples, seed))
     rep_i = replicate_ratios(num_i, den_i, split_counts(iid_split, iid.n_sentences, n_resamples, seed))
-    return {"value": ratio(num_o, den_o) - ratio(num_i, den_i), "ci": percentile_interval(rep_o - rep_i)}
+    return ratio(num_o, den_o) - ratio(num_i, den_i), rep_o - rep_i
 
 
-__all__ = ["gap", "merge_intervals", "split_counts", "split_intervals"]
+def gap(*args, **kwargs) -> dict:
+    """``{"value": OOD − IID, "ci": [lo, hi]}``; arguments as :func:`gap_replicates`."""
+    value, replicates = gap_replicates(*args, **kwargs)
+    return {"value": value, "ci": percentile_interval(replicates)}
+
+
+__all__ = ["gap", "gap_replicates", "merge_intervals", "split_counts", "split_intervals"]
