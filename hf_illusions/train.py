@@ -35,7 +35,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
-from transformers import get_cosine_with_min_lr_schedule_with_warmup
+from transformers import PreTrainedConfig, PreTrainedModel, get_cosine_with_min_lr_schedule_with_warmup
 
 from hf_illusions.data.batching import StepBatches, pad_batch
 from hf_illusions.data.sampling import sample_split_ids
@@ -46,6 +46,15 @@ from hf_illusions.paths import check_output_path
 from hf_illusions.sparse.weights import keep_fraction, sparsify_model_, weight_density
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
+#: ``--architecture``: our model, or transformers' own Llama (rotary positions, RMSNorm, SwiGLU) or
+#: GPT-2 (learned absolute positions), built at the same sizes from the same flags
+ARCHITECTURES = ("illusion", "llama", "gpt2")
+#: config fields that fix a checkpoint's weight shapes, under each architecture's names
+SIZE_FIELDS = (
+    "model_type", "vocab_size", "n_positions", "d_model", "n_layer", "n_head", "d_head", "d_mlp",
+    "max_position_embeddings", "hidden_size", "num_hidden_layers", "num_attention_heads",
+    "num_key_value_heads", "intermediate_size", "n_embd", "n_inner",
+)  # fmt: skip
 TRACKERS = ("auto", "none", "tensorboard", "trackio", "wandb", "aim", "comet_ml", "mlflow", "clearml")
 CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
 TRAINING_DATA_FILE = "training_data.json"
@@ -88,6 +97,7 @@ class TrainArgs:
     data_config: str | None = None  # preset built into dataset_dir when it is missing
     output_dir: str | None = None
     # model
+    architecture: str = "illusion"  # "illusion" (ours), "llama" or "gpt2" (transformers' own classes)
     d_model: int | None = None
     n_layer: int = 2
     n_head: int | None = None
@@ -160,6 +170,20 @@ class TrainArgs:
                 f"--attn_implementation must be one of {list(ATTN_IMPLEMENTATIONS)}, "
                 f"got {self.attn_implementation!r}"
             )
+        if self.architecture not in ARCHITECTURES:
+            raise SettingsError(
+                f"--architecture must be one of {list(ARCHITECTURES)}, got {self.architecture!r}"
+            )
+        if self.architecture != "illusion" and self.d_mlp == 0:
+            raise SettingsError(
+                f"--d_mlp 0 (attention-only) needs --architecture illusion; "
+                f"{self.architecture} always has an MLP"
+            )
+        if self.architecture != "illusion" and self.weight_sparsity > 0:
+            raise SettingsError(
+                "--weight_sparsity needs --architecture illusion (the sparse circuits are fitted on "
+                f"our model's weights), got --architecture {self.architecture}"
+            )
         if self.report_to not in TRACKERS:
             raise SettingsError(f"--report_to must be one of {list(TRACKERS)}, got {self.report_to!r}")
 
@@ -220,6 +244,66 @@ def load_task_data(args: TrainArgs):
     return DyckTask(n_types), ds, tokenizer, len(tokenizer)
 
 
+def build_model(args: TrainArgs, vocab_size: int, tokenizer) -> PreTrainedModel:
+    """A freshly initialised causal LM of ``args.architecture`` at the sizes the flags give.
+
+    ``llama`` and ``gpt2`` are transformers' own ``LlamaForCausalLM`` and ``GPT2LMHeadModel``, so a
+    model trained here is simplified through the same attention seam as any Hub model; dropout is
+    off and embeddings untied, as in ours, so the three differ in their blocks and positions only.
+    """
+    special = {
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+    if args.architecture == "llama":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        config = LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=args.d_model,
+            intermediate_size=args.d_mlp,
+            num_hidden_layers=args.n_layer,
+            num_attention_heads=args.n_head,
+            num_key_value_heads=args.n_head,
+            max_position_embeddings=args.n_positions,
+            tie_word_embeddings=False,
+            **special,
+        )
+        return LlamaForCausalLM(config)
+    if args.architecture == "gpt2":
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        config = GPT2Config(
+            vocab_size=vocab_size,
+            n_positions=args.n_positions,
+            n_embd=args.d_model,
+            n_layer=args.n_layer,
+            n_head=args.n_head,
+            n_inner=args.d_mlp,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            tie_word_embeddings=False,
+            **special,
+        )
+        return GPT2LMHeadModel(config)
+    config = IllusionConfig(
+        vocab_size=vocab_size,
+        n_positions=args.n_positions,
+        d_model=args.d_model,
+        n_layer=args.n_layer,
+        n_head=args.n_head,
+        d_mlp=args.d_mlp,
+    )
+    return IllusionForCausalLM(config)
+
+
+def size_fields(config: dict) -> dict:
+    """The entries of a config dict that fix the weight shapes (:data:`SIZE_FIELDS`)."""
+    return {k: v for k, v in config.items() if k in SIZE_FIELDS}
+
+
 def describe_training_data(args: TrainArgs, train_ids: list[list[int]]) -> dict:
     """What ``training_data.json`` in every saved model records about the train split it was fit on.
 
@@ -253,7 +337,7 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return max(done)[1] if done else None
 
 
-def check_resumable(checkpoint: Path, config: IllusionConfig, max_steps: int) -> int:
+def check_resumable(checkpoint: Path, config: PreTrainedConfig, max_steps: int) -> int:
     """The step to resume from, after checking the checkpoint is complete and matches the model settings."""
     if not checkpoint.is_dir():
         raise CheckpointError(f"--resume_from_checkpoint {str(checkpoint)!r} does not exist")
@@ -271,10 +355,12 @@ def check_resumable(checkpoint: Path, config: IllusionConfig, max_steps: int) ->
         raise CheckpointError(
             f"{str(checkpoint)!r} holds a corrupt trainer_state.json or config: {err!r}"
         ) from None
+    now = size_fields(config.to_dict())
+    before = size_fields(saved)
     differ = {
-        k: (saved.get(k), getattr(config, k))
-        for k in ("vocab_size", "n_positions", "d_model", "n_layer", "n_head", "d_head", "d_mlp")
-        if saved.get(k) != getattr(config, k)
+        k: (before.get(k), now.get(k))
+        for k in sorted(now.keys() | before.keys())
+        if before.get(k) != now.get(k)
     }
     if differ:
         raise CheckpointError(
@@ -370,15 +456,8 @@ def main(argv: list[str] | None = None) -> Path:
             f"{args.dataset_dir!r} ({longest} tokens); raise it or build the data with a smaller max_tokens"
         )
 
-    config = IllusionConfig(
-        vocab_size=vocab_size,
-        n_positions=args.n_positions,
-        d_model=args.d_model,
-        n_layer=args.n_layer,
-        n_head=args.n_head,
-        d_mlp=args.d_mlp,
-    )
-    model = IllusionForCausalLM(config)
+    model = build_model(args, vocab_size, tokenizer)
+    config = model.config
     model.set_attn_implementation(args.attn_implementation)
     optimizer, scheduler = build_optimizer(model, args, args.max_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
