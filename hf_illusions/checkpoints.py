@@ -26,7 +26,11 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
 def model_classes() -> dict[str, tuple[type, type]]:
-    """``model_type`` → (config class, model class) for every model hf-illusions can load."""
+    """``model_type`` → (config class, model class) for hf-illusions' own model types.
+
+    Any other causal LM transformers knows (Llama, GPT-2, GPT-NeoX, Qwen2, …; see
+    :func:`stock_classes`) loads too, with the same checks.
+    """
     from hf_illusions.modeling import IllusionConfig, IllusionForCausalLM
     from hf_illusions.simplify import IllusionProxyConfig, IllusionProxyForCausalLM
     from hf_illusions.sparse.circuit import IllusionCircuitConfig, IllusionCircuitForCausalLM
@@ -36,6 +40,24 @@ def model_classes() -> dict[str, tuple[type, type]]:
         IllusionProxyConfig.model_type: (IllusionProxyConfig, IllusionProxyForCausalLM),
         IllusionCircuitConfig.model_type: (IllusionCircuitConfig, IllusionCircuitForCausalLM),
     }
+
+
+def stock_classes(model_type: str | None) -> tuple[type, type] | None:
+    """(config class, causal-LM class) of a transformers model type, or None when it has none."""
+    from transformers import CONFIG_MAPPING, MODEL_FOR_CAUSAL_LM_MAPPING
+
+    if model_type is None or model_type not in CONFIG_MAPPING:
+        return None
+    config_class = CONFIG_MAPPING[model_type]
+    try:
+        return config_class, MODEL_FOR_CAUSAL_LM_MAPPING[config_class]
+    except KeyError:  # an encoder, a vision model, …: nothing to score next tokens with
+        return None
+
+
+def classes_of(model_type: str | None) -> tuple[type, type] | None:
+    """(config class, model class) for ``model_type``: ours first, then transformers' causal LMs."""
+    return model_classes().get(model_type) if model_type in model_classes() else stock_classes(model_type)
 
 
 def read_config(path: Path) -> Any:
@@ -51,15 +73,15 @@ def read_config(path: Path) -> Any:
         raise CheckpointError(
             f"{str(file)!r} is not valid JSON ({err}); the file is truncated or corrupt"
         ) from None
-    classes = model_classes()
     model_type = raw.get("model_type") if isinstance(raw, dict) else None
-    if model_type not in classes:
+    classes = classes_of(model_type)
+    if classes is None:
         raise CheckpointError(
-            f"{str(file)!r} has model_type={model_type!r}; hf-illusions loads {sorted(classes)} models "
-            "here; other transformers models are simplified from Python or with `hf-illusions simplify "
-            "--model`, and their proxies load with hf_illusions.load_proxy"
+            f"{str(file)!r} has model_type={model_type!r}, which is neither one of hf-illusions' "
+            f"{sorted(model_classes())} nor a causal language model transformers knows; stock models' "
+            "proxies (adapters) load with hf_illusions.load_proxy"
         )
-    config_class = classes[model_type][0]
+    config_class = classes[0]
     try:
         return config_class.from_pretrained(path)
     except (ValueError, TypeError, OSError) as err:
@@ -192,7 +214,8 @@ def resolve(path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path, check_finite: bool = True) -> Any:
-    """Load an illusion model or proxy (folder or Hub id) in eval mode, or raise :class:`CheckpointError`.
+    """Load a causal LM (ours, a proxy of ours, or a transformers model such as a Llama trained by
+    ``train --architecture llama``) in eval mode, or raise :class:`CheckpointError`.
 
     Checks, in order: the folder exists (or the Hub id resolves, see :func:`resolve`);
     ``config.json`` parses, is one of our model types and holds possible values; the
@@ -206,7 +229,7 @@ def load_checkpoint(path: str | Path, check_finite: bool = True) -> Any:
             f"model path {str(path)!r} is a file; expected a folder written by save_pretrained"
         )
     config = read_config(path)
-    model_class = model_classes()[config.model_type][1]
+    model_class = classes_of(config.model_type)[1]
     check_state_matches(config, model_class, weight_shapes(path), path)
     check_tokenizer(path, config.vocab_size)
     try:
@@ -238,9 +261,10 @@ def check_model_fits(model: Any, vocab_size: int, longest: int, what: str) -> No
             f"the model has vocab_size={model.config.vocab_size} but {what} uses {vocab_size} tokens; "
             "use a model trained on this dataset"
         )
-    if longest > model.config.n_positions:
+    n_positions = getattr(model.config, "max_position_embeddings", None)  # every family's name for it
+    if n_positions is not None and longest > n_positions:
         raise CheckpointError(
-            f"{what} reaches {longest} tokens but the model has n_positions={model.config.n_positions}; "
+            f"{what} reaches {longest} tokens but the model has n_positions={n_positions}; "
             "build the data with a smaller max_tokens or use a model with more positions"
         )
 

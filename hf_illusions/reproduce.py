@@ -39,6 +39,7 @@ from hf_illusions.errors import SettingsError, SimplifierError, SplitError
 from hf_illusions.evaluation import ORIGINAL, SentenceSums, sentence_sums
 from hf_illusions.intervals import merge_intervals, split_intervals
 from hf_illusions.paths import check_output_path
+from hf_illusions.simplify.collect import model_geometry
 from hf_illusions.tasks.dyck import LONG_THRESHOLD, DyckTask
 
 #: full rank (d_head = 64 on the shipped Dyck models) is left out: a centered projection onto every
@@ -214,6 +215,20 @@ def check_training_data(model_dir: str | Path, train_ids: Sequence[Sequence[int]
     return {"recorded": True, "matches": found == expected, "train_sha256_16": found}
 
 
+def own_model_families(model: Any) -> dict[str, str]:
+    """Family → why it cannot simplify ``model``, for the families that need our own model's seams."""
+    from hf_illusions.modeling import IllusionForCausalLM
+    from hf_illusions.simplify import InteractionBasisSimplifier
+    from hf_illusions.sparse.circuit import SparseCircuitPruner
+
+    if isinstance(model, IllusionForCausalLM):
+        return {}
+    return {
+        "interaction_basis": InteractionBasisSimplifier.requires_own_model,
+        "sparse_circuit": SparseCircuitPruner.requires_own_model,
+    }
+
+
 def check_families(simplifiers: Sequence[str]) -> list[str]:
     """The simplifier families asked for, checked against :data:`FAMILIES` (order kept)."""
     chosen = [s.strip() for s in simplifiers if s.strip()]
@@ -301,14 +316,21 @@ def reproduce_dyck(
         settings={"long_threshold": task.long_threshold},
     )
     families = check_families(simplifiers) if simplifiers is not None else list(FAMILIES)
+    geometry = model_geometry(model)  # ours, or a transformers model (Llama, GPT-2, …) alike
+    if simplifiers is None:  # by default, a family that needs our own model's seams is left out, said so
+        skipped = own_model_families(model)
+        families = [f for f in families if f not in skipped]
+        if skipped:
+            workload.settings["skipped_families"] = skipped
+            print(f"{type(model).__name__}: skipping {sorted(skipped)} (they need IllusionForCausalLM)")
     specs = proxy_specs(
-        model.config.d_head,
+        geometry.d_head,
         svd_ranks if "svd" in families else (),
         kmeans_ks if "kmeans" in families else (),
         onehot and "onehot" in families,
         layers,
         n_fit_sequences,
-        n_layer=model.config.n_layer,
+        n_layer=geometry.n_layer,
         interaction_basis_ks=interaction_basis_ks if "interaction_basis" in families else (),
     )
     if "sparse_circuit" in families:
@@ -420,21 +442,22 @@ def reproduce_code(
         analyses={"heads": heads},
     )
     families = check_families(simplifiers) if simplifiers is not None else ["svd", "kmeans", "onehot"]
+    geometry = model_geometry(model)
     specs = proxy_specs(
-        model.config.d_head,
+        geometry.d_head,
         svd_ranks if "svd" in families else (),
         kmeans_ks if "kmeans" in families else (),
         onehot and "onehot" in families,
         None,
         n_fit_sequences,
-        n_layer=model.config.n_layer,
+        n_layer=geometry.n_layer,
     )
     where = {"layers": [copy_layer], "heads": [copy_head]}
     if "svd" in families:
         specs += [
             ProxySpec(f"copy_svd_r{r}", "copy_head_svd", "rank", r,
                       SVDSimplifier(rank=r, n_sequences=n_fit_sequences, **where))
-            for r in capped_ranks(copy_head_ranks, model.config.d_head)
+            for r in capped_ranks(copy_head_ranks, geometry.d_head)
         ]  # fmt: skip
     if onehot and "onehot" in families:
         specs.append(ProxySpec("copy_onehot", "copy_head_onehot", None, None, OneHotSimplifier(**where)))
