@@ -499,6 +499,10 @@ def _load_model_and_data(
     timing: dict[str, Any] = {}
     tick = time.perf_counter()
     model = load_checkpoint(model_dir)
+    if model.config._attn_implementation not in ("eager", None):
+        # the attention metrics compare the original's attention weights with each proxy's; a stock
+        # model's sdpa kernel returns none, so the original runs its own eager attention here
+        model.set_attn_implementation("eager")
     timing["load_model_s"] = time.perf_counter() - tick
 
     tick = time.perf_counter()

@@ -151,7 +151,12 @@ BROKEN_CHECKPOINTS = {
     "gpt2_config": (
         edit_config(model_type="gpt2", n_embd=16),
         "model",
-        r"model_type='gpt2'; hf-illusions loads",
+        r"lacks \d+ tensor\(s\) the config needs",
+    ),
+    "vision_config": (
+        edit_config(model_type="vit"),
+        "model",
+        r"model_type='vit', which is neither one of hf-illusions' .* nor a causal language model",
     ),
     "no_model_type": (edit_config(model_type=None), "model", r"model_type=None"),
     "config_not_json": (
@@ -452,7 +457,7 @@ API_CASES = [
     ("reproduce_foreign_model",
      lambda ws: reproduce_dyck(variant(ws, "gpt2_config", *BROKEN_CHECKPOINTS["gpt2_config"][:2]), ws.data,
                                ws.root / "rep", data_config="tiny"),
-     CheckpointError, "model_type='gpt2'"),
+     CheckpointError, "lacks"),
 ]  # fmt: skip
 
 
@@ -518,7 +523,7 @@ CLI_CASES = [
     ("simplify_out_exists", "simplify onehot --model {m} --data {d} --out {p}", "--out '{p}' already exists"),
     ("simplify_out_under_a_file", "simplify onehot --model {m} --data {d} --out {f}/p", "'{f}' is a file"),
     ("model_missing", EVAL.replace("{m}", "{r}/nope"), "model folder '{r}/nope' does not exist"),
-    ("model_is_gpt2", EVAL.replace("{m}", "{gpt2}"), "model_type='gpt2'"),
+    ("model_is_gpt2_config_on_other_weights", EVAL.replace("{m}", "{gpt2}"), "lacks"),
     ("proxy_truncated", EVAL + " --proxy {truncated}", "'{truncated}/model.safetensors' is truncated"),
     (
         "proxy_names_collide",

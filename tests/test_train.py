@@ -162,3 +162,60 @@ def test_latest_checkpoint_takes_only_finished_numbered_folders(tmp_path):
             (tmp_path / name / "trainer_state.json").write_text('{"step": 0}\n')
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-10"
     assert latest_checkpoint(tmp_path / "checkpoint-5") is None
+
+
+@pytest.mark.parametrize(
+    ("architecture", "model_class", "position_key"),
+    [("llama", "LlamaForCausalLM", None), ("gpt2", "GPT2LMHeadModel", "transformer.wpe.weight")],
+)
+def test_stock_architecture_trains_resumes_and_loads_as_itself(
+    tiny_dyck_dir, tmp_path, architecture, model_class, position_key
+):
+    """``--architecture llama|gpt2`` trains transformers' own class, which loads back through our checks,
+    resumes bitwise and refuses a resume with other sizes."""
+    from transformers import AutoModelForCausalLM
+
+    from hf_illusions.checkpoints import load_checkpoint
+    from hf_illusions.errors import CheckpointError
+
+    arch = ("--architecture", architecture)
+    run = tmp_path / "run"
+    final = Path(train_main(tiny_args(tiny_dyck_dir, run, 10, *arch)))
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["loss"] == r["loss"] and r["loss"] > 0 for r in records if "loss" in r)
+    model = load_checkpoint(final)
+    assert type(model).__name__ == model_class
+    assert model.config.hidden_size == 16 and model.config.num_hidden_layers == 2
+    keys = set(weights(final))
+    if position_key is None:  # rotary: no position table at all
+        assert not any("wpe" in k or "position" in k for k in keys), keys
+    else:  # learned absolute positions
+        assert weights(final)[position_key].shape == (128, 16)
+    assert type(AutoModelForCausalLM.from_pretrained(final)).__name__ == model_class
+
+    # resume from the step-5 checkpoint into a fresh folder: the same weights, bit for bit
+    resume = ("--resume_from_checkpoint", str(run / "checkpoint-5"))
+    resumed = Path(train_main(tiny_args(tiny_dyck_dir, tmp_path / "resumed", 10, *arch, *resume)))
+    straight, again = weights(final), weights(resumed)
+    assert straight.keys() == again.keys()
+    assert all((straight[k] == again[k]).all() for k in straight)
+    with pytest.raises(CheckpointError, match="other model sizes"):
+        train_main(tiny_args(tiny_dyck_dir, tmp_path / "wider", 10, *arch, "--d_model", "32", *resume))
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("--architecture", "mamba"), "--architecture must be one of"),
+        (("--architecture", "llama", "--d_mlp", "0"), "attention-only"),
+        (
+            ("--architecture", "gpt2", "--weight_sparsity", "0.5"),
+            "--weight_sparsity needs --architecture illusion",
+        ),
+    ],
+)
+def test_architecture_settings_are_checked(tiny_dyck_dir, tmp_path, flags, message):
+    from hf_illusions.errors import SettingsError
+
+    with pytest.raises(SettingsError, match=message):
+        train_main(tiny_args(tiny_dyck_dir, tmp_path / "run", 5, *flags))

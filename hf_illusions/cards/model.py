@@ -131,6 +131,33 @@ def write_model_card(
     )  # fmt: skip
 
 
+#: how each architecture ``train --architecture`` builds differs, in the card's words
+BLOCKS = {
+    "illusion-transformer": "learned absolute positions, pre-LayerNorm, GELU MLP",
+    "llama": "rotary position embeddings, pre-RMSNorm, SwiGLU MLP",
+    "gpt2": "learned absolute positions, pre-LayerNorm, GELU MLP",
+}
+
+
+def describe_architecture(cfg: Any) -> dict[str, Any]:
+    """Sizes and block layout of a Dyck model's config, under one set of names for every family."""
+    from hf_illusions.simplify.collect import config_head_dim
+
+    model_type = cfg.model_type
+    return {
+        "n_layer": cfg.num_hidden_layers,
+        "n_head": cfg.num_attention_heads,
+        "d_model": cfg.hidden_size,
+        "d_head": config_head_dim(cfg),
+        "d_mlp": getattr(cfg, "d_mlp", None)
+        or getattr(cfg, "intermediate_size", None)
+        or getattr(cfg, "n_inner", None)
+        or 4 * cfg.hidden_size,
+        "blocks": BLOCKS.get(model_type, f"the `{model_type}` architecture"),
+        "class_name": None if model_type == "illusion-transformer" else (cfg.architectures or [None])[0],
+    }
+
+
 def write_dyck_model_card(
     model_dir: str | Path,
     accuracy: dict,
@@ -170,7 +197,8 @@ def write_dyck_model_card(
         for split, res in accuracy.items()
         for group in ("close", "long_distance")
     ]
-    card_data = _checkpoint_card_data(name, dataset_id, [*TAGS, "illusion-transformer"], eval_results)
+    arch = describe_architecture(cfg)
+    card_data = _checkpoint_card_data(name, dataset_id, [*TAGS, cfg.model_type], eval_results)
     rows = [
         {
             "split": split,
@@ -186,7 +214,7 @@ def write_dyck_model_card(
         card_data,
         template_path=str(TEMPLATES / "dyck_model_card.md"),
         model_name=name,
-        cfg=cfg,
+        arch=arch,
         n_params=f"{_count_parameters(model_dir):,}",
         repo_path=repo_id,
         long_threshold=LONG_THRESHOLD,

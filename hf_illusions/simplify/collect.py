@@ -57,6 +57,11 @@ class HeadGeometry:
         return self.n_head if side == "query" else self.n_kv_head
 
 
+def config_head_dim(config: Any) -> int:
+    """Width of one head from a config alone (``head_dim`` where the family has it, else even split)."""
+    return int(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
+
+
 def model_geometry(model: PreTrainedModel) -> HeadGeometry:
     """The :class:`HeadGeometry` of ``model`` (raises for models the seam cannot simplify)."""
     layers = attention_layers(model)
@@ -65,7 +70,7 @@ def model_geometry(model: PreTrainedModel) -> HeadGeometry:
     n_head = int(config.num_attention_heads)
     n_kv_head = int(getattr(config, "num_key_value_heads", None) or n_head)
     d_head = getattr(module, "head_dim", None) or getattr(module, "head_size", None)
-    d_head = int(d_head or getattr(config, "head_dim", None) or config.hidden_size // n_head)
+    d_head = int(d_head or config_head_dim(config))
     n_layer = int(config.num_hidden_layers)
     if sorted(layers) != list(range(n_layer)):
         raise SimplifierError(
