@@ -15,42 +15,14 @@ from hf_illusions.train import main as train_main
 @pytest.fixture(scope="module")
 def llama_dyck(tiny_dyck_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("llama") / "run"
-    return Path(
-        train_main(
-            [
-                "--architecture",
-                "llama",
-                "--dataset_dir",
-                str(tiny_dyck_dir),
-                "--data_config",
-                "tiny",
-                "--output_dir",
-                str(out),
-                "--max_steps",
-                "10",
-                "--d_model",
-                "16",
-                "--d_mlp",
-                "32",
-                "--n_positions",
-                "128",
-                "--max_batch_tokens",
-                "2048",
-                "--warmup_steps",
-                "2",
-                "--eval_every",
-                "1000",
-                "--save_every",
-                "10",
-                "--log_every",
-                "5",
-                "--eval_sentences",
-                "8",
-                "--report_to",
-                "none",
-            ]
-        )  # fmt: skip
-    )
+    argv = [
+        "--architecture", "llama", "--dataset_dir", str(tiny_dyck_dir), "--data_config", "tiny",
+        "--output_dir", str(out), "--max_steps", "10", "--d_model", "16", "--d_mlp", "32",
+        "--n_positions", "128", "--max_batch_tokens", "2048", "--warmup_steps", "2",
+        "--eval_every", "1000", "--save_every", "10", "--log_every", "5", "--eval_sentences", "8",
+        "--report_to", "none",
+    ]  # fmt: skip
+    return Path(train_main(argv))
 
 
 def test_reproduction_of_a_llama_dyck_model_leaves_out_own_model_families_and_says_so(
