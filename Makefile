@@ -19,8 +19,11 @@ RUN := $(OFFLINE) $(THREADS) OMP_NUM_THREADS=1 $(BIN)/hf-illusions
 DYCK_SEEDS := $(sort $(wildcard checkpoints/dyck-seed*))
 SPARSE_SEEDS := $(sort $(wildcard checkpoints/dyck-sparse-seed*))
 CODE_SEEDS := $(sort $(wildcard checkpoints/code-seed*))
+# Dyck models of transformers' own Llama class (train --architecture llama): rotary positions
+LLAMA_MODELS := $(sort $(wildcard checkpoints/dyck-llama*))
+LLAMA_REPORTS := $(patsubst checkpoints/%,report-%,$(LLAMA_MODELS))
 REPORTS := report-dyck report-dyck-sparse report-code \
-	$(patsubst checkpoints/%,report-%,$(DYCK_SEEDS) $(SPARSE_SEEDS) $(CODE_SEEDS))
+	$(patsubst checkpoints/%,report-%,$(DYCK_SEEDS) $(SPARSE_SEEDS) $(CODE_SEEDS)) $(LLAMA_REPORTS)
 BENCH_STAMP := $(VENV)/.installed-bench
 BENCHMARKS := train proxy intervention data fit_eval scaling any_model
 
@@ -44,7 +47,8 @@ reproduce: install data
 	$(RUN) findings --readme README.md \
 		--group dyck reports/dyck $(DYCK_SEEDS:checkpoints/%=reports/%) \
 		--group dyck-sparse reports/dyck-sparse $(SPARSE_SEEDS:checkpoints/%=reports/%) \
-		--group code reports/code $(CODE_SEEDS:checkpoints/%=reports/%)
+		--group code reports/code $(CODE_SEEDS:checkpoints/%=reports/%) \
+		$(if $(LLAMA_MODELS),--group dyck-llama $(LLAMA_MODELS:checkpoints/%=reports/%))
 
 data: install
 	test -f dyck-illusions/README.md || $(RUN) data build dyck --config dyck-20-10 --out dyck-illusions
@@ -62,6 +66,8 @@ report-dyck-sparse-seed%: FORCE
 	$(RUN) reproduce dyck --model checkpoints/dyck-sparse-seed$* --out reports/dyck-sparse-seed$* --sweep seed
 report-code-seed%: FORCE
 	$(RUN) reproduce code --model checkpoints/code-seed$* --out reports/code-seed$* --sweep seed
+$(LLAMA_REPORTS): report-%: FORCE
+	$(RUN) reproduce dyck --model checkpoints/$* --out reports/$* --sweep seed
 FORCE:
 
 # The Space's browser test drives Debian's chromium with Playwright (no `playwright install`).

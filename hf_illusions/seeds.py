@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from hf_illusions.findings import CLAIMS, FAITHFUL_AGREEMENT
-from hf_illusions.report_stats import fmt, with_ci
+from hf_illusions.report_stats import _table, fmt, with_ci
 
 SUMMARY_SCHEMA = 1
 README_START = (
@@ -30,8 +30,18 @@ README_PROXIES = {
     "dyck": ("svd_r8", "svd_r16", "onehot_l1", "ib_k32", "circuit_0p01"),
     "dyck-sparse": ("svd_r8", "svd_r16", "onehot_l1", "ib_k32", "circuit_0p01"),
     "code": ("svd_r16", "copy_svd_r8", "copy_onehot"),
+    "dyck-llama": ("svd_r8", "svd_r16", "onehot_l1"),
 }
-GROUP_TITLES = {"dyck": "dense Dyck", "dyck-sparse": "weight-sparse Dyck", "code": "code"}
+GROUP_TITLES = {
+    "dyck": "dense Dyck",
+    "dyck-sparse": "weight-sparse Dyck",
+    "code": "code",
+    "dyck-llama": "Llama-architecture Dyck (rotary)",
+}
+#: the architecture comparison: our dense models (learned absolute positions) against the Llama
+#: ones (rotary positions), same data, sizes and recipe; on these proxies' unseen-depth numbers
+POSITIONS_GROUPS = ("dyck", "dyck-llama")
+POSITIONS_PROXIES = ("svd_r8", "svd_r16", "onehot_l1")
 
 
 def _read(path: Path) -> dict:
@@ -126,6 +136,75 @@ def aggregate(summaries: Mapping[str, Sequence[Mapping]]) -> dict:
             }
         out[group] = per_finding
     return out
+
+
+def compare_positions(summaries: Mapping[str, Sequence[Mapping]]) -> list[dict]:
+    """Does the illusion on unseen depth differ with rotary positions? One row per proxy × measure.
+
+    For each measure (the original's unseen-depth accuracy; each proxy's unseen-depth output-JSD gap
+    at closes and its accuracy − the original's on unseen depth) it gives every learned-position
+    seed's value with its interval and the rotary model's. The verdict is "differs" only when a
+    rotary model's 95 % interval lies outside the *union* of the learned-position seeds' intervals,
+    i.e. beyond both sentence noise and the seed-to-seed spread of the same recipe; otherwise
+    "within the seed range". Empty unless both groups are present.
+    """
+    base_group, other_group = POSITIONS_GROUPS
+    base, other = summaries.get(base_group) or [], summaries.get(other_group) or []
+    if not base or not other:
+        return []
+
+    def measures(s: Mapping) -> dict[tuple[str, str], dict | None]:
+        out = {("original", "accuracy on unseen depth"): s["original"].get(DEPTH, {}).get("close")}
+        for name in POSITIONS_PROXIES:
+            gap = ((s.get("gaps") or {}).get(name) or {}).get(DEPTH, {}).get("close", {}).get("jsd")
+            diff = ((s["proxies"].get(name) or {}).get(DEPTH) or {}).get("close", {}).get("accuracy_diff")
+            out[(name, "unseen-depth JSD gap")] = gap
+            out[(name, "accuracy − original's on unseen depth")] = diff
+        return out
+
+    rows = []
+    base_measures = [measures(s) for s in base]
+    other_measures = [measures(s) for s in other]
+    for key in base_measures[0]:
+        learned = [m[key] for m in base_measures if m.get(key) and m[key].get("ci")]
+        rotary = [m[key] for m in other_measures if m.get(key) and m[key].get("ci")]
+        if not learned or not rotary:
+            continue
+        low = min(e["ci"][0] for e in learned)
+        high = max(e["ci"][1] for e in learned)
+        differs = [e["ci"][1] < low or e["ci"][0] > high for e in rotary]
+        rows.append(
+            {
+                "proxy": key[0],
+                "measure": key[1],
+                "learned": learned,
+                "learned_reports": [
+                    s["report"] for s, m in zip(base, base_measures, strict=True) if m.get(key)
+                ],
+                "rotary": rotary,
+                "rotary_reports": [
+                    s["report"] for s, m in zip(other, other_measures, strict=True) if m.get(key)
+                ],
+                "learned_interval_union": [low, high],
+                "verdict": "differs" if all(differs) else "within the seed range",
+            }
+        )
+    return rows
+
+
+def _positions_table(rows: Sequence[Mapping]) -> str:
+    body = [
+        [
+            f"`{r['proxy']}`" if r["proxy"] != "original" else "original",
+            r["measure"],
+            "<br>".join(with_ci(e, 4) for e in r["learned"]),
+            "<br>".join(with_ci(e, 4) for e in r["rotary"]),
+            f"**{r['verdict']}**",
+        ]
+        for r in rows
+    ]
+    header = ["proxy", "measure", "learned absolute positions (each seed)", "rotary (Llama)", "verdict"]
+    return _table(header, body)
 
 
 # ---------------------------------------------------------------- README block
@@ -234,6 +313,15 @@ def readme_block(summary_dir: str | Path) -> str:
         _per_seed_table(summaries),
         "\n</details>",
     ]
+    positions = compare_positions(summaries)
+    if positions:
+        parts += [
+            "**Does the illusion on unseen depth differ with rotary positions?** The same recipe on "
+            "transformers' own `LlamaForCausalLM` (rotary positions, RMSNorm, SwiGLU) against our dense "
+            "models (learned absolute positions); *differs* only when the Llama's 95 % interval lies "
+            "outside every dense seed's interval:",
+            _positions_table(positions),
+        ]
     for group, items in summaries.items():
         main = items[0]
         names = index.get("readme_proxies", {}).get(group, [])
@@ -276,7 +364,8 @@ def write_summary(
     agg = aggregate(summaries)
     (summary_dir / "index.json").write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
     (summary_dir / "findings.json").write_text(
-        json.dumps({"aggregate": agg}, indent=1, sort_keys=True) + "\n"
+        json.dumps({"aggregate": agg, "positions": compare_positions(summaries)}, indent=1, sort_keys=True)
+        + "\n"
     )
     text = "# The paper's findings across seeds\n\n" + readme_block(summary_dir).replace(
         README_START, ""
@@ -312,4 +401,12 @@ def update_readme(readme: str | Path, summary_dir: str | Path) -> bool:
     return new != text
 
 
-__all__ = ["README_PROXIES", "aggregate", "readme_block", "report_summary", "update_readme", "write_summary"]
+__all__ = [
+    "README_PROXIES",
+    "aggregate",
+    "compare_positions",
+    "readme_block",
+    "report_summary",
+    "update_readme",
+    "write_summary",
+]

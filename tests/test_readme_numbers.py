@@ -41,3 +41,31 @@ def test_every_summary_the_readme_quotes_is_committed_and_complete():
 @pytest.mark.parametrize("marker", [README_START, README_END])
 def test_the_block_markers_appear_once(marker):
     assert (ROOT / "README.md").read_text().count(marker) == 1
+
+
+def _committed(name: str) -> dict:
+    return json.loads((SUMMARY / f"{name}.json").read_text())
+
+
+def test_positions_comparison_says_differs_only_beyond_every_learned_seed_interval():
+    import copy
+
+    from hf_illusions.seeds import compare_positions
+
+    learned = [_committed(n) for n in ("dyck", "dyck-seed1", "dyck-seed2")]
+    same = copy.deepcopy(learned[1])  # a "rotary" model that is in fact one of the learned seeds
+    shifted = copy.deepcopy(learned[1])
+    gap = shifted["gaps"]["svd_r8"]["test_unseen_depth"]["close"]["jsd"]
+    top = max(s["gaps"]["svd_r8"]["test_unseen_depth"]["close"]["jsd"]["ci"][1] for s in learned)
+    gap["value"], gap["ci"] = top + 0.02, [top + 0.01, top + 0.03]
+
+    rows = {(r["proxy"], r["measure"]): r for r in compare_positions({"dyck": learned, "dyck-llama": [same]})}
+    assert rows and all(r["verdict"] == "within the seed range" for r in rows.values())
+    assert len(rows[("svd_r8", "unseen-depth JSD gap")]["learned"]) == 3
+
+    rows = {
+        (r["proxy"], r["measure"]): r for r in compare_positions({"dyck": learned, "dyck-llama": [shifted]})
+    }
+    assert rows[("svd_r8", "unseen-depth JSD gap")]["verdict"] == "differs"
+    assert rows[("svd_r16", "unseen-depth JSD gap")]["verdict"] == "within the seed range"
+    assert compare_positions({"dyck": learned}) == []  # nothing to compare without a rotary model
