@@ -50,9 +50,14 @@ reproduce: install data
 		--group code reports/code $(CODE_SEEDS:checkpoints/%=reports/%) \
 		$(if $(LLAMA_MODELS),--group dyck-llama $(LLAMA_MODELS:checkpoints/%=reports/%))
 
+# The code corpus is read from pinned package versions (installed into $(CODE_SOURCES), not from the
+# venv's own, which pip may upgrade), so a fresh machine rebuilds the exact splits the shipped code
+# models were trained on (checked against their training_data.json by `reproduce`).
+CODE_SOURCES := $(VENV)/code-sources
 data: install
 	test -f dyck-illusions/README.md || $(RUN) data build dyck --config dyck-20-10 --out dyck-illusions
-	test -f code-illusions/README.md || $(RUN) data build code --out code-illusions
+	test -f code-illusions/README.md || { $(RUN) data sources --out $(CODE_SOURCES) && \
+		HF_ILLUSIONS_CODE_SOURCES=$(CODE_SOURCES) $(RUN) data build code --out code-illusions; }
 
 report-dyck:
 	$(RUN) reproduce dyck

@@ -77,6 +77,14 @@ def cmd_data_build(args: argparse.Namespace) -> None:
     print(f"wrote {out}/ (load it with datasets.load_dataset({str(out)!r}))")
 
 
+def cmd_data_sources(args: argparse.Namespace) -> None:
+    from hf_illusions.data.code_corpus import PINNED_SOURCES, SOURCES_ENV, install_pinned_sources
+
+    folder = install_pinned_sources(args.out)
+    pins = " ".join(f"{n}=={v}" for n, v in PINNED_SOURCES.items())
+    print(f"{folder}: {pins}\nbuild with {SOURCES_ENV}={folder} hf-illusions data build code …")
+
+
 def cmd_data_verify(args: argparse.Namespace) -> None:
     from hf_illusions.data.code_folder import SETTINGS_FILE as CODE_SETTINGS
     from hf_illusions.data.code_folder import verify_code_folder
@@ -517,6 +525,13 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--out", help="also write the report as JSON here")
     verify.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     verify.set_defaults(func=cmd_data_verify)
+    sources = data.add_parser(
+        "sources",
+        help="install the pinned package versions the code corpus is read from (a folder for "
+        "$HF_ILLUSIONS_CODE_SOURCES), so `data build code` gives the shipped models' exact splits",
+    )
+    sources.add_argument("--out", required=True, help="folder to install them into (pip --target)")
+    sources.set_defaults(func=cmd_data_sources)
 
     train = sub.add_parser("train", help="train a model (flags as scripts/train.py --help)", add_help=False)
     train.set_defaults(func=cmd_train, passthrough=True)

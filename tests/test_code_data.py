@@ -332,3 +332,39 @@ def test_a_files_split_does_not_depend_on_which_other_files_exist():
     # the fractions hold on average (seeded hash → uniform draw)
     shares = {s: sum(v == s for v in split_of[470].values()) / 470 for s in ("validation", "test_iid")}
     assert 0.02 < shares["validation"] < 0.09 and 0.06 < shares["test_iid"] < 0.15
+
+
+def _fake_distribution(folder, name: str, version: str, body: str = "X = 1\n") -> None:
+    """A package folder plus the ``*.dist-info`` that ``pip install --target`` would leave."""
+    (folder / name).mkdir(parents=True)
+    (folder / name / "__init__.py").write_text(body)
+    info = folder / f"{name}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nLicense: MIT\n")
+
+
+def test_pinned_sources_folder_is_read_instead_of_the_environment(tmp_path, monkeypatch):
+    from hf_illusions.data import code_corpus as cc
+
+    _fake_distribution(tmp_path, "filelock", "0.0.1", "PINNED = True\n")
+    monkeypatch.setenv(cc.SOURCES_ENV, str(tmp_path))
+    root, _, language, licence = package_root("filelock")
+    assert root == tmp_path / "filelock" and language == "python" and licence == "MIT"
+    assert cc.source_version("filelock") == "0.0.1"  # not the venv's filelock
+    docs = cc.discover("filelock", 0, 10, 10_000, 10_000)
+    assert [d.source for d in docs] == ["filelock/__init__.py"] and docs[0].text == "PINNED = True\n"
+    with pytest.raises(DatasetError, match=r"'tqdm' is not in \$HF_ILLUSIONS_CODE_SOURCES"):
+        package_root("tqdm")
+    monkeypatch.setenv(cc.SOURCES_ENV, str(tmp_path / "missing"))
+    with pytest.raises(DatasetError, match="is not a folder"):
+        package_root("filelock")
+
+
+def test_install_pinned_sources_installs_nothing_when_every_pin_is_there(tmp_path):
+    from hf_illusions.data import code_corpus as cc
+
+    for name, version in cc.PINNED_SOURCES.items():
+        _fake_distribution(tmp_path, name, version)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert cc.install_pinned_sources(tmp_path) == tmp_path  # no pip run (offline here): all present
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

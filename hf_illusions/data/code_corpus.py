@@ -16,6 +16,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
+import os
 import platform
 import sysconfig
 import textwrap
@@ -26,6 +27,22 @@ from pathlib import Path
 from hf_illusions.data.code_labels import FileLabels, LabelError, label_source
 from hf_illusions.errors import DatasetError
 
+#: environment variable naming a folder of pinned corpus packages (``pip install --target DIR
+#: --no-deps`` of :data:`PINNED_SOURCES`; ``make data`` makes it). When set, packages are read
+#: from there instead of from the running environment, so the corpus — and every split — stays the
+#: same when an installed package is upgraded.
+SOURCES_ENV = "HF_ILLUSIONS_CODE_SOURCES"
+#: the versions the shipped code checkpoints were trained on (their ``training_data.json``)
+PINNED_SOURCES = {
+    "huggingface_hub": "1.33.0",
+    "datasets": "5.2.0",
+    "tqdm": "4.70.1",
+    "packaging": "26.4",
+    "filelock": "4.3.1",
+    "fsspec": "2026.9.0",
+    "accelerate": "1.15.0",
+    "jinja2": "3.1.6",
+}
 STDLIB = "stdlib"
 PYTHON_INCLUDE = "python-include"
 #: import name -> distribution name, where they differ (for licence metadata)
@@ -58,12 +75,84 @@ def normalize_text(raw: bytes) -> str:
     return raw.decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
 
 
+def pinned_dir() -> Path | None:
+    """The folder of pinned corpus packages named by ``$HF_ILLUSIONS_CODE_SOURCES``, if set.
+
+    Raises when it is set but missing, so a typo never silently falls back to other versions.
+    """
+    value = os.environ.get(SOURCES_ENV)
+    if not value:
+        return None
+    folder = Path(value)
+    if not folder.is_dir():
+        raise DatasetError(
+            f"${SOURCES_ENV}={value!r} is not a folder; create it with `pip install --no-deps --target "
+            f"{value} " + " ".join(f"{n}=={v}" for n, v in PINNED_SOURCES.items()) + "` or unset it"
+        )
+    return folder
+
+
+def install_pinned_sources(folder: str | Path) -> Path:
+    """``pip install --no-deps --target folder`` of :data:`PINNED_SOURCES` (only what is missing).
+
+    Point ``$HF_ILLUSIONS_CODE_SOURCES`` at the folder when building: the corpus then reads these
+    versions whatever the environment has installed. Wheels come from the package index (or pip's
+    cache); nothing is imported from them.
+    """
+    import subprocess
+    import sys
+
+    folder = Path(folder)
+    have = {
+        (d.metadata["Name"] or "").replace("-", "_").lower(): d.version
+        for d in importlib.metadata.distributions(path=[str(folder)])
+    } if folder.is_dir() else {}  # fmt: skip
+    missing = [
+        f"{name}=={version}"
+        for name, version in PINNED_SOURCES.items()
+        if have.get(DISTRIBUTIONS.get(name, name).replace("-", "_").lower()) != version
+    ]
+    if missing:
+        cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--upgrade", "--target"]
+        done = subprocess.run([*cmd, str(folder), *missing], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise DatasetError(
+                f"could not install the pinned corpus sources {missing} into {str(folder)!r}: "
+                f"{done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}"
+            )
+    return folder
+
+
+def _distribution(name: str) -> importlib.metadata.Distribution | None:
+    """The distribution of corpus source ``name``: from the pinned folder when set, else installed."""
+    dist = DISTRIBUTIONS.get(name, name)
+    folder = pinned_dir()
+    if folder is not None:
+        wanted = dist.replace("-", "_").lower()
+        for found in importlib.metadata.distributions(path=[str(folder)]):
+            if (found.metadata["Name"] or "").replace("-", "_").lower() == wanted:
+                return found
+        return None
+    try:
+        return importlib.metadata.distribution(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def package_root(name: str) -> tuple[Path, str, str, str]:
     """``(root folder, glob pattern, language, licence)`` of a corpus source name."""
     if name == STDLIB:
         return Path(sysconfig.get_paths()["stdlib"]), "**/*.py", "python", "PSF-2.0"
     if name == PYTHON_INCLUDE:
         return Path(sysconfig.get_paths()["include"]), "**/*.h", "c", "PSF-2.0"
+    folder = pinned_dir()
+    if folder is not None:
+        if not (folder / name).is_dir():
+            raise DatasetError(
+                f"package {name!r} is not in ${SOURCES_ENV}={str(folder)!r}; install it there with "
+                f"`pip install --no-deps --target {folder} {name}=={PINNED_SOURCES.get(name, '<version>')}`"
+            )
+        return folder / name, "**/*.py", "python", package_license(DISTRIBUTIONS.get(name, name))
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
         raise DatasetError(
@@ -79,18 +168,16 @@ def source_version(name: str) -> str:
     corpus — and so every split — changes when an installed package is upgraded."""
     if name in (STDLIB, PYTHON_INCLUDE):
         return f"python {platform.python_version()}"
-    try:
-        return importlib.metadata.version(DISTRIBUTIONS.get(name, name))
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
+    found = _distribution(name)
+    return found.version if found is not None else "unknown"
 
 
 def package_license(dist: str) -> str:
     """Licence from the distribution's metadata (``License-Expression``, ``License`` or a classifier)."""
-    try:
-        meta = importlib.metadata.metadata(dist)
-    except importlib.metadata.PackageNotFoundError:
+    found = _distribution(dist)
+    if found is None:
         return "unknown"
+    meta = found.metadata
     for key in ("License-Expression", "License"):
         value = (meta.get(key) or "").strip()
         if value and len(value) < 80 and "\n" not in value:
