@@ -7,7 +7,8 @@ only: check that the folder is complete (a card with metadata, the files its loa
 what will go up (``dry_run``), and hand it to ``huggingface_hub``'s ``create_repo`` +
 ``upload_folder`` unchanged, so what users download is exactly what was tested locally.
 
-This module imports neither torch nor transformers: checks read the JSON/YAML files directly.
+The folder checks read the JSON/YAML files directly; the weight checks reuse
+:mod:`hf_illusions.checkpoints` (imported when a model or proxy is checked).
 """
 
 from __future__ import annotations
@@ -119,10 +120,40 @@ def _check_model_type(folder: Path, expected: str | tuple[str, ...], kind: str, 
         )
 
 
+def _check_weights(folder: Path) -> None:
+    """The weights load and match the config: the same checks as :func:`~hf_illusions.checkpoints.
+    load_checkpoint` (intact safetensors, every tensor the config implies with its shape, nothing
+    else; a saved tokenizer with the model's vocabulary), read from the headers without loading.
+
+    Imported here, not at the top: the other checks need neither torch nor transformers.
+    """
+    from hf_illusions.checkpoints import (
+        check_state_matches,
+        check_tokenizer,
+        classes_of,
+        read_config,
+        weight_shapes,
+    )
+    from hf_illusions.errors import CheckpointError
+
+    try:
+        config = read_config(folder)
+        check_state_matches(config, classes_of(config.model_type)[1], weight_shapes(folder), folder)
+        check_tokenizer(folder, config.vocab_size)
+    except CheckpointError as err:
+        raise PushError(f"will not push {str(folder)!r}: {err}") from None
+
+
 def check_model_folder(folder: Path) -> None:
-    """A trained model: weights, config, tokenizer and a card with ``model-index`` results."""
+    """A trained model — ours, or a transformers causal LM trained here (``train --architecture``):
+    weights that load and match the config, a tokenizer, and a card with ``model-index`` results."""
+    from hf_illusions.checkpoints import classes_of
+
     _require(folder, ["config.json", "model.safetensors", "tokenizer.json"], "model folder")
-    _check_model_type(folder, "illusion-transformer", "model", "proxy")
+    model_type = _read_json(folder / "config.json").get("model_type")
+    if model_type in PROXY_TYPES or classes_of(model_type) is None:
+        _check_model_type(folder, "illusion-transformer", "model", "proxy")
+    _check_weights(folder)
     card = _card(folder, f"hf-illusions card model {folder}")
     if not card.data.to_dict().get("model-index"):
         raise PushError(f"the card of {str(folder)!r} has no model-index results; `hf-illusions card model`")
@@ -141,6 +172,7 @@ def check_proxy_folder(folder: Path) -> None:
         return
     _require(folder, ["config.json", "model.safetensors"], "proxy folder")
     _check_model_type(folder, PROXY_TYPES, "proxy", "model")
+    _check_weights(folder)
     _card(folder, f"hf-illusions card proxy {folder} --results …")
 
 
@@ -166,6 +198,17 @@ def check_adapter_folder(folder: Path) -> None:
         )
     if not config.get("base_weights_sha256"):
         raise PushError(f"the adapter in {str(folder)!r} records no base weights hash; re-save it")
+    from safetensors import SafetensorError, safe_open
+
+    try:  # the header parses and its offsets cover the file: a truncated upload is caught here
+        with safe_open(folder / ADAPTER_WEIGHTS, "pt") as handle:
+            names = list(handle.keys())
+    except (SafetensorError, OSError) as err:
+        raise PushError(
+            f"will not push {str(folder)!r}: {ADAPTER_WEIGHTS} is truncated or corrupt ({err})"
+        ) from None
+    if not names:
+        raise PushError(f"will not push {str(folder)!r}: {ADAPTER_WEIGHTS} holds no fitted buffers")
     _card(folder, f"hf-illusions card proxy {folder}")
 
 

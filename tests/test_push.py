@@ -389,3 +389,53 @@ def test_a_pruned_circuit_pushes_as_a_proxy_and_loads_back(hub, model_dir, tiny_
     assert isinstance(loaded, IllusionCircuitForCausalLM)
     assert loaded.config.circuit_size == circuit.config.circuit_size
     torch.testing.assert_close(logits(loaded.eval()), logits(circuit), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        ("truncated weights", "truncated or corrupt"),
+        ("config from another size", "config and weights do not match"),
+        ("tokenizer of another vocabulary", "the tokenizer in"),
+    ],
+)
+def test_a_dry_run_refuses_weights_that_do_not_load(model_dir, tmp_path, breakage, message):
+    """What goes up must load: the checkpoint checks run in dry runs too."""
+    from hf_illusions.data.tokenizer import dyck_tokenizer
+
+    folder = tmp_path / "folder"
+    shutil.copytree(model_dir, folder)
+    if breakage == "truncated weights":
+        weights = folder / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:1000])
+    elif breakage == "config from another size":
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "d_mlp": 64}))
+    else:
+        dyck_tokenizer(5, 128).save_pretrained(folder)
+    with pytest.raises(PushError, match=message):
+        push_folder("model", folder, "someone/tiny-dyck", dry_run=True)
+
+
+def test_a_llama_dyck_model_pushes_like_ours(tmp_path):
+    """A Dyck model trained with `--architecture llama` (transformers' own class) is a model folder too."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from hf_illusions.data.tokenizer import dyck_tokenizer
+
+    folder = tmp_path / "dyck-llama"
+    config = LlamaConfig(
+        vocab_size=43, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=128,
+    )  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(folder)
+    dyck_tokenizer(20, 128).save_pretrained(folder)
+    (folder / "README.md").write_text(
+        "---\nmodel-index:\n- name: dyck-llama\n  results: []\nlicense: apache-2.0\n---\n# a card\n"
+    )
+    plan = push_folder("model", folder, "someone/dyck-llama", dry_run=True)
+    assert "model.safetensors" in plan.files
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8])
+    with pytest.raises(PushError, match="truncated or corrupt"):
+        push_folder("model", folder, "someone/dyck-llama", dry_run=True)
