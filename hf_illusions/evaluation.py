@@ -22,7 +22,7 @@ rows whose most-attended key is the same in proxy and original.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -189,21 +189,33 @@ def sentence_sums(
     task: Task,
     proxies: Mapping[str, torch.nn.Module] | None = None,
     max_batch_tokens: int = 16384,
-    attention: bool = True,
+    attention: bool | Collection[str] = True,
     progress: bool = False,
     desc: str = "evaluate",
 ) -> SentenceSums:
     """Per-sentence sums of accuracy (every model) and faithfulness (every proxy) on ``sequences``.
 
+    ``attention``: attention JSD / argmax agreement for every proxy (``True``), none (``False``),
+    or only the proxies named (a collection of names; unknown names are ignored). Every other
+    number is the same either way (the forward passes are the same arithmetic).
+
     Cost: one forward pass per model and batch; what the proxies are compared with (the
     original's normalised float64 distributions and their entropies) is computed once per batch
     and shared when it fits in :data:`JSD_CHUNK_ELEMENTS`, and otherwise recomputed chunk by chunk
     over positions, so a 50k-token vocabulary never materialises a full-batch float64 softmax.
+    The attention metrics are float64 over every (head, query, key) entry of every layer, about
+    as costly as the forward passes themselves on long sequences: ask only for those you report.
     """
     proxies = dict(proxies or {})
     if not sequences:
         raise ValueError("sequences is empty: nothing to evaluate")
-    want_attention = attention and bool(proxies)
+    if isinstance(attention, str):
+        attention = [attention]
+    if isinstance(attention, bool):
+        attention_for = set(proxies) if attention else set()
+    else:
+        attention_for = set(proxies) & set(attention)
+    want_attention = bool(attention_for)
     models = {ORIGINAL: original, **proxies}
     for model in models.values():
         model.eval()
@@ -255,7 +267,8 @@ def sentence_sums(
         targets = ids[:, 1:]
         reference: _Reference | None = None
         for name, model in models.items():
-            out = model(ids, attention_mask=mask, output_attentions=want_attention)
+            with_weights = want_attention and (name == ORIGINAL or name in attention_for)
+            out = model(ids, attention_mask=mask, output_attentions=with_weights)
             logits = out.logits[:, :-1]
             scored = task.predict(logits)
             full = logits.argmax(-1)
@@ -276,7 +289,7 @@ def sentence_sums(
                     cell_sum.index_add_(
                         0, rows, _cell_sums(cell_ids, values[q].double(), len(cell_names[f])).cpu()
                     )
-            if name != ORIGINAL and want_attention:
+            if name != ORIGINAL and name in attention_for:
                 layers = att_sums.setdefault(name, {})
                 for layer, chunks in enumerate(reference.attention):
                     per_row = _attention_sums(out.attentions[layer], chunks)
