@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -365,14 +365,23 @@ class _Reference:
         n_rows = logits.shape[0] * logits.shape[1]
         self.cached = [self._chunk(0, n_rows)] if n_rows <= self.rows_per_chunk else None
         width = mask.shape[1]
-        self.attention: list[list[tuple[slice, torch.Tensor, torch.Tensor, torch.Tensor]]] = []
+        self.attention: list[list[_AttentionChunk]] = []
         for weights in attentions or ():
             chunks = []
             for start in range(0, width, ATTENTION_CHUNK):
                 stop = min(start + ATTENTION_CHUNK, width)
                 rows = normalize_rows(weights[:, :, start:stop, :stop].double())
                 valid = mask[:, None, start:stop].bool().expand(rows.shape[:-1])
-                chunks.append((slice(start, stop), rows, entropy_rows(rows), valid))
+                chunks.append(
+                    _AttentionChunk(
+                        slice(start, stop),
+                        rows,
+                        entropy_rows(rows),
+                        valid,
+                        rows.argmax(-1),
+                        valid.sum((1, 2)),
+                    )
+                )
             self.attention.append(chunks)
 
     def _chunk(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -391,8 +400,19 @@ class _Reference:
         return out.view(proxy_logits.shape[:-1])
 
 
+class _AttentionChunk(NamedTuple):
+    """The original's attention rows for one chunk of query positions, and what every proxy reuses."""
+
+    rows: slice
+    original: torch.Tensor  # normalised float64 rows (batch, heads, queries, keys up to rows.stop)
+    entropy: torch.Tensor
+    valid: torch.Tensor  # real (non-pad) query rows
+    argmax: torch.Tensor  # the original's most-attended key per row
+    n_valid: torch.Tensor  # real rows per sentence
+
+
 def _attention_sums(
-    proxy_weights: torch.Tensor, chunks: Sequence[tuple[slice, torch.Tensor, torch.Tensor, torch.Tensor]]
+    proxy_weights: torch.Tensor, chunks: Sequence[_AttentionChunk]
 ) -> dict[str, torch.Tensor]:
     """Per-sentence sums over heads and real query positions of one layer: rows, JSD, argmax agreement."""
     batch = proxy_weights.shape[0]
@@ -400,11 +420,11 @@ def _attention_sums(
         k: torch.zeros(batch, dtype=torch.float64, device=proxy_weights.device)
         for k in ("n", "jsd", "agreement")
     }
-    for rows, original, entropy, valid in chunks:
+    for rows, original, entropy, valid, original_argmax, n_valid in chunks:
         proxy = proxy_weights[:, :, rows, : rows.stop].double()
         values = jsd_rows(proxy, original, entropy)
-        same = proxy.argmax(-1) == original.argmax(-1)
-        out["n"] += valid.sum((1, 2)).double()
+        same = proxy.argmax(-1) == original_argmax
+        out["n"] += n_valid.double()
         out["jsd"] += (values * valid).sum((1, 2))
         out["agreement"] += (same & valid).sum((1, 2)).double()
     return out
