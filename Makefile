@@ -22,8 +22,11 @@ CODE_SEEDS := $(sort $(wildcard checkpoints/code-seed*))
 # Dyck models of transformers' own Llama class (train --architecture llama): rotary positions
 LLAMA_MODELS := $(sort $(wildcard checkpoints/dyck-llama*))
 LLAMA_REPORTS := $(patsubst checkpoints/%,report-%,$(LLAMA_MODELS))
-REPORTS := report-dyck report-dyck-sparse report-code \
-	$(patsubst checkpoints/%,report-%,$(DYCK_SEEDS) $(SPARSE_SEEDS) $(CODE_SEEDS)) $(LLAMA_REPORTS)
+# Longest first, so the two cores stay busy to the end (make -j starts them in this order): the three
+# full sweeps, then the seed sweeps. The dense and sparse Dyck reports read the same data folder:
+# with code second, the first Dyck report has verified (and cached) it before the second starts.
+REPORTS := report-dyck report-code report-dyck-sparse \
+	$(patsubst checkpoints/%,report-%,$(CODE_SEEDS) $(DYCK_SEEDS) $(SPARSE_SEEDS)) $(LLAMA_REPORTS)
 BENCH_STAMP := $(VENV)/.installed-bench
 BENCHMARKS := train proxy intervention data fit_eval scaling any_model
 

@@ -356,6 +356,10 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
         from hf_illusions.reproduce import SEED_SWEEPS
 
         kwargs |= SEED_SWEEPS[args.task]
+    else:
+        from hf_illusions.reproduce import ATTENTION_PROXIES
+
+        kwargs["attention_metrics"] = ATTENTION_PROXIES[args.task]
     if args.quick:
         kwargs |= {"svd_ranks": (1, 4, 16), "kmeans_ks": (4, 16), "max_eval_sentences": 200}
         kwargs |= {"n_fit_sequences": 200 if args.task == "dyck" else 50}
@@ -631,8 +635,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--sweep",
         choices=("full", "seed"),
         default="full",
-        help="full: every setting (default); seed: each family's representative settings, for extra "
-        "training seeds (see SEED_SWEEPS in hf_illusions/reproduce.py)",
+        help="full: every setting (default; attention metrics for the representative settings, "
+        "ATTENTION_PROXIES); seed: each family's representative settings on half the sentences, no "
+        "attention metrics, for extra training seeds (see SEED_SWEEPS in hf_illusions/reproduce.py)",
     )
     reproduce.add_argument(
         "--allow_other_training_data",

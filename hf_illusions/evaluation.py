@@ -22,10 +22,10 @@ rows whose most-attended key is the same in proxy and original.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -189,21 +189,33 @@ def sentence_sums(
     task: Task,
     proxies: Mapping[str, torch.nn.Module] | None = None,
     max_batch_tokens: int = 16384,
-    attention: bool = True,
+    attention: bool | Collection[str] = True,
     progress: bool = False,
     desc: str = "evaluate",
 ) -> SentenceSums:
     """Per-sentence sums of accuracy (every model) and faithfulness (every proxy) on ``sequences``.
 
+    ``attention``: attention JSD / argmax agreement for every proxy (``True``), none (``False``),
+    or only the proxies named (a collection of names; unknown names are ignored). Every other
+    number is the same either way (the forward passes are the same arithmetic).
+
     Cost: one forward pass per model and batch; what the proxies are compared with (the
     original's normalised float64 distributions and their entropies) is computed once per batch
     and shared when it fits in :data:`JSD_CHUNK_ELEMENTS`, and otherwise recomputed chunk by chunk
     over positions, so a 50k-token vocabulary never materialises a full-batch float64 softmax.
+    The attention metrics are float64 over every (head, query, key) entry of every layer, about
+    as costly as the forward passes themselves on long sequences: ask only for those you report.
     """
     proxies = dict(proxies or {})
     if not sequences:
         raise ValueError("sequences is empty: nothing to evaluate")
-    want_attention = attention and bool(proxies)
+    if isinstance(attention, str):
+        attention = [attention]
+    if isinstance(attention, bool):
+        attention_for = set(proxies) if attention else set()
+    else:
+        attention_for = set(proxies) & set(attention)
+    want_attention = bool(attention_for)
     models = {ORIGINAL: original, **proxies}
     for model in models.values():
         model.eval()
@@ -255,7 +267,8 @@ def sentence_sums(
         targets = ids[:, 1:]
         reference: _Reference | None = None
         for name, model in models.items():
-            out = model(ids, attention_mask=mask, output_attentions=want_attention)
+            with_weights = want_attention and (name == ORIGINAL or name in attention_for)
+            out = model(ids, attention_mask=mask, output_attentions=with_weights)
             logits = out.logits[:, :-1]
             scored = task.predict(logits)
             full = logits.argmax(-1)
@@ -276,7 +289,7 @@ def sentence_sums(
                     cell_sum.index_add_(
                         0, rows, _cell_sums(cell_ids, values[q].double(), len(cell_names[f])).cpu()
                     )
-            if name != ORIGINAL and want_attention:
+            if name != ORIGINAL and name in attention_for:
                 layers = att_sums.setdefault(name, {})
                 for layer, chunks in enumerate(reference.attention):
                     per_row = _attention_sums(out.attentions[layer], chunks)
@@ -352,14 +365,23 @@ class _Reference:
         n_rows = logits.shape[0] * logits.shape[1]
         self.cached = [self._chunk(0, n_rows)] if n_rows <= self.rows_per_chunk else None
         width = mask.shape[1]
-        self.attention: list[list[tuple[slice, torch.Tensor, torch.Tensor, torch.Tensor]]] = []
+        self.attention: list[list[_AttentionChunk]] = []
         for weights in attentions or ():
             chunks = []
             for start in range(0, width, ATTENTION_CHUNK):
                 stop = min(start + ATTENTION_CHUNK, width)
                 rows = normalize_rows(weights[:, :, start:stop, :stop].double())
                 valid = mask[:, None, start:stop].bool().expand(rows.shape[:-1])
-                chunks.append((slice(start, stop), rows, entropy_rows(rows), valid))
+                chunks.append(
+                    _AttentionChunk(
+                        slice(start, stop),
+                        rows,
+                        entropy_rows(rows),
+                        valid,
+                        rows.argmax(-1),
+                        valid.sum((1, 2)),
+                    )
+                )
             self.attention.append(chunks)
 
     def _chunk(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -378,8 +400,19 @@ class _Reference:
         return out.view(proxy_logits.shape[:-1])
 
 
+class _AttentionChunk(NamedTuple):
+    """The original's attention rows for one chunk of query positions, and what every proxy reuses."""
+
+    rows: slice
+    original: torch.Tensor  # normalised float64 rows (batch, heads, queries, keys up to rows.stop)
+    entropy: torch.Tensor
+    valid: torch.Tensor  # real (non-pad) query rows
+    argmax: torch.Tensor  # the original's most-attended key per row
+    n_valid: torch.Tensor  # real rows per sentence
+
+
 def _attention_sums(
-    proxy_weights: torch.Tensor, chunks: Sequence[tuple[slice, torch.Tensor, torch.Tensor, torch.Tensor]]
+    proxy_weights: torch.Tensor, chunks: Sequence[_AttentionChunk]
 ) -> dict[str, torch.Tensor]:
     """Per-sentence sums over heads and real query positions of one layer: rows, JSD, argmax agreement."""
     batch = proxy_weights.shape[0]
@@ -387,11 +420,11 @@ def _attention_sums(
         k: torch.zeros(batch, dtype=torch.float64, device=proxy_weights.device)
         for k in ("n", "jsd", "agreement")
     }
-    for rows, original, entropy, valid in chunks:
+    for rows, original, entropy, valid, original_argmax, n_valid in chunks:
         proxy = proxy_weights[:, :, rows, : rows.stop].double()
         values = jsd_rows(proxy, original, entropy)
-        same = proxy.argmax(-1) == original.argmax(-1)
-        out["n"] += valid.sum((1, 2)).double()
+        same = proxy.argmax(-1) == original_argmax
+        out["n"] += n_valid.double()
         out["jsd"] += (values * valid).sum((1, 2))
         out["agreement"] += (same & valid).sum((1, 2)).double()
     return out

@@ -182,12 +182,22 @@ def markdown_tables(results: Mapping) -> str:
 
     parts.append(
         "## Attention JSD per layer\n\nMean JSD between the proxy's and the original's attention "
-        "distributions over heads and real query positions."
+        "distributions over heads and real query positions"
+        + (
+            " (`hf-illusions reproduce` measures it for the representative settings of the full "
+            "sweep only, listed in `evaluation.attention_metrics` of results.json"
+            + (")." if results["evaluation"]["attention_metrics"] else "; none in this run).")
+            if "attention_metrics" in results.get("evaluation", {})
+            else "."
+        )
     )
+    measured = [
+        n
+        for n in results["proxies"]
+        if any((split.get(n) or {}).get("attention_jsd") for split in results["splits"].values())
+    ]
     for layer in layers_of(results):
-        rows = [
-            [f"`{n}`", *(_jsd(_attention(results, s, n, layer)) for s in splits)] for n in results["proxies"]
-        ]
+        rows = [[f"`{n}`", *(_jsd(_attention(results, s, n, layer)) for s in splits)] for n in measured]
         parts += [f"### Layer {layer}", _table(["proxy", *splits], rows)]
 
     for group in groups:

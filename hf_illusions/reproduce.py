@@ -46,18 +46,38 @@ from hf_illusions.tasks.dyck import LONG_THRESHOLD, DyckTask
 #: principal direction is the identity, exact by construction (tested in tests/test_simplify.py)
 DEFAULT_SVD_RANKS = (1, 2, 4, 8, 16, 32)
 #: k-means never looks faithful on Dyck (IID agreement 0.83 at k = 256, 0.86 at k = 1024, measured by
-#: scripts/kmeans_ceiling.py); k = 256 is the largest setting a full reproduction can afford to fit
-DEFAULT_KMEANS_KS = (2, 4, 8, 16, 32, 64, 256)
+#: scripts/kmeans_ceiling.py); k = 256 is the largest setting a full reproduction can afford to fit.
+#: Every other power of 4 between: k = 8 and 32 added two more unfaithful points to the same
+#: monotone curve (finding 1 compares the smallest with the largest k, which stay).
+DEFAULT_KMEANS_KS = (2, 4, 16, 64, 256)
 #: extra training seeds are evaluated on each family's representative settings only (≥ 2 settings
-#: per swept family, so finding 1 can still be tested); ``--sweep seed`` on the command line
+#: per swept family, so finding 1 can still be tested), on half the main seed's sentences per split
+#: (a seeded sample; results.json records the rows; intervals are ~√2 wider) and without attention
+#: metrics (no finding uses them); ``--sweep seed`` on the command line
 SEED_SWEEPS = {
     "dyck": {
         "svd_ranks": (4, 8, 16),
         "kmeans_ks": (64, 256),
         "interaction_basis_ks": (32,),
         "circuit_slacks": (),
+        "max_eval_sentences": 1000,
+        "attention_metrics": False,
     },
-    "code": {"svd_ranks": (8, 16, 32), "kmeans_ks": (16, 64), "copy_head_ranks": (4, 8)},
+    "code": {
+        "svd_ranks": (8, 16, 32),
+        "kmeans_ks": (16, 64),
+        "copy_head_ranks": (4, 8),
+        "max_eval_sentences": 300,
+        "attention_metrics": False,
+    },
+}
+#: the proxies whose attention JSD / argmax agreement the full sweep measures (the report's
+#: "Attention JSD per layer" table): the representative settings the README and the findings show,
+#: plus whole-model one-hot. Attention metrics are float64 over every (head, query, key) entry and
+#: cost about one more forward pass per proxy; no finding uses them.
+ATTENTION_PROXIES = {
+    "dyck": ("svd_r8", "svd_r16", "onehot", "onehot_l1", "ib_k32", "circuit_0p01"),
+    "code": ("svd_r16", "onehot", "copy_svd_r8", "copy_onehot"),
 }
 SCHEMA_VERSION = 2  # 2: per-sentence sums, intervals, sampled rows, scored-set agreement
 IID_SPLIT = "test_iid"
@@ -272,6 +292,7 @@ def reproduce_dyck(
     circuit_slacks: Sequence[float] = (),
     simplifiers: Sequence[str] | None = None,
     allow_other_training_data: bool = False,
+    attention_metrics: bool | Sequence[str] = True,
 ) -> Path:
     """Run the whole Dyck reproduction and return the path of the report's README.md.
 
@@ -281,7 +302,9 @@ def reproduce_dyck(
     part of the resume fingerprint. Beyond the paper, ``interaction_basis_ks`` adds
     interaction-basis proxies and ``circuit_slacks`` pruned circuits (target loss = the model's
     loss + slack); ``simplifiers`` keeps only the named families (``None`` = every family
-    whose sweep is non-empty).
+    whose sweep is non-empty). ``attention_metrics``: attention JSD / agreement for every proxy
+    (``True``), none (``False``) or the named proxies only (see :data:`ATTENTION_PROXIES`); no
+    other number depends on it.
     """
     from hf_illusions.checkpoints import check_model_fits
     from hf_illusions.data.dyck import PRESETS, TEST_SPLITS
@@ -337,7 +360,7 @@ def reproduce_dyck(
         specs += circuit_specs(model, fit_rows, circuit_slacks, n_fit_sequences)
     return run_reproduction(
         model, model_dir, workload, specs, out_dir, n_fit_sequences, max_eval_sentences, layers,
-        max_batch_tokens, resume, progress, save_proxies, timing, start,
+        max_batch_tokens, resume, progress, save_proxies, timing, start, attention_metrics,
     )  # fmt: skip
 
 
@@ -363,6 +386,7 @@ def reproduce_code(
     save_proxies: bool = False,
     simplifiers: Sequence[str] | None = None,
     allow_other_training_data: bool = False,
+    attention_metrics: bool | Sequence[str] = True,
 ) -> Path:
     """The code reproduction (Friedman et al. 2024, §5): faithfulness per split × prediction type.
 
@@ -463,7 +487,7 @@ def reproduce_code(
         specs.append(ProxySpec("copy_onehot", "copy_head_onehot", None, None, OneHotSimplifier(**where)))
     return run_reproduction(
         model, model_dir, workload, specs, out_dir, n_fit_sequences, max_eval_sentences, None,
-        max_batch_tokens, resume, progress, save_proxies, timing, start,
+        max_batch_tokens, resume, progress, save_proxies, timing, start, attention_metrics,
     )  # fmt: skip
 
 
@@ -623,6 +647,14 @@ def circuit_specs(
         raise SettingsError(f"circuit_slacks: {err}") from None
 
 
+def attention_proxies(attention_metrics: bool | Sequence[str], names: Sequence[str]) -> list[str]:
+    """The proxies whose attention JSD / agreement are measured: all, none or those named (sweep order)."""
+    if isinstance(attention_metrics, bool):
+        return list(names) if attention_metrics else []
+    wanted = {attention_metrics} if isinstance(attention_metrics, str) else set(attention_metrics)
+    return [name for name in names if name in wanted]
+
+
 def run_reproduction(
     model: torch.nn.Module,
     model_dir: str | Path,
@@ -638,11 +670,13 @@ def run_reproduction(
     save_proxies: bool,
     timing: dict[str, Any],
     start: float,
+    attention_metrics: bool | Sequence[str] = True,
 ) -> Path:
     """The loop every task shares: fit lazily, evaluate each split (resumable), write the report."""
     from hf_illusions.report import write_report
 
     task, fit_rows, split_sequences = workload.task, workload.fit_rows, workload.split_sequences
+    attention = attention_proxies(attention_metrics, [spec.name for spec in specs])
     settings = {
         "schema_version": SCHEMA_VERSION,
         "hf_illusions_version": __version__,
@@ -654,6 +688,7 @@ def run_reproduction(
         "max_eval_sentences": max_eval_sentences,
         "layers": list(layers) if layers is not None else None,
         "proxies": {spec.name: spec.record() for spec in specs},
+        "attention_metrics": attention,
     }
 
     results_dir = out_dir / "results"
@@ -678,7 +713,8 @@ def run_reproduction(
             except (OSError, ValueError, KeyError):  # a damaged sums file: evaluate the split again
                 pass
         if proxies is None:  # fit lazily: a fully resumed run never pays for fitting
-            proxies = _fit_all(specs, model, fit_rows, timing["fit_s"], progress)
+            timing["fitting_pass_s"] = {}
+            proxies = _fit_all(specs, model, fit_rows, timing["fit_s"], progress, timing["fitting_pass_s"])
             proxy_info = {name: _proxy_info(proxy) for name, proxy in proxies.items()}
             _write_json(results_dir / "proxy_info.json", proxy_info)
             if save_proxies:
@@ -691,7 +727,7 @@ def run_reproduction(
             task,
             proxies=proxies,
             max_batch_tokens=max_batch_tokens,
-            attention=True,
+            attention=attention,
             progress=progress,
             desc=split,
         )
@@ -739,6 +775,7 @@ def run_reproduction(
             **workload.settings,
             "max_eval_sentences": max_eval_sentences,
             "layers": settings["layers"],
+            "attention_metrics": attention,
         },
         "proxies": proxies_record,
         "analyses": workload.analyses,
@@ -813,14 +850,59 @@ def _check_sizes(n_fit_sequences: int, max_eval_sentences: int | None) -> None:
 
 
 def _fit_all(
-    specs: Sequence[ProxySpec], model: torch.nn.Module, fit_rows: Any, fit_times: dict, progress: bool
+    specs: Sequence[ProxySpec],
+    model: torch.nn.Module,
+    fit_rows: Any,
+    fit_times: dict,
+    progress: bool,
+    pass_times: dict | None = None,
 ) -> dict[str, torch.nn.Module]:
-    """Fit every setting on the same training rows; returns ``{proxy name: proxy model}``."""
+    """Fit every setting on the same training rows; returns ``{proxy name: proxy model}``.
+
+    Attention simplifiers that collect the same queries and keys (same heads, fitting sequences
+    and batching: every SVD rank and k-means k of a sweep) share one fitting pass over the data
+    (:func:`~hf_illusions.simplify.collect.fit_attention`, bit-identical to fitting each alone);
+    ``fit_times`` then holds each setting's own fitting time and ``pass_times`` the shared passes'.
+    """
+    from hf_illusions.simplify.base import Simplifier
+    from hf_illusions.simplify.collect import fit_attention
+    from hf_illusions.simplify.proxy import build_proxy
+
+    groups: dict[str, list[tuple[ProxySpec, dict]]] = {}
+    for spec in specs:
+        simplifier = spec.simplifier
+        if type(simplifier).fit is Simplifier.fit and simplifier.needs_data:
+            chosen = simplifier.resolve(model)
+            key = json.dumps(
+                [chosen, simplifier.n_sequences, simplifier.batch_size, simplifier.max_batch_tokens]
+            )
+            groups.setdefault(key, []).append((spec, chosen))
+    shared = {spec.name: key for key, members in groups.items() if len(members) > 1 for spec, _ in members}
     proxies = {}
     for spec in tqdm(specs, desc="fit simplifiers", disable=not progress):
+        if spec.name in proxies:
+            continue
         tick = time.perf_counter()
-        proxies[spec.name] = spec.simplifier.fit(model, fit_rows).eval()
-        fit_times[spec.name] = time.perf_counter() - tick
+        if spec.name not in shared:
+            proxies[spec.name] = spec.simplifier.fit(model, fit_rows).eval()
+            fit_times[spec.name] = time.perf_counter() - tick
+            continue
+        members = groups[shared[spec.name]]
+        first = members[0][0].simplifier
+        own: list[float] = []
+        states = fit_attention(
+            model, fit_rows, [m.simplifier for m, _ in members], members[0][1], first.n_sequences,
+            first.batch_size, first.max_batch_tokens, fit_times=own,
+        )  # fmt: skip
+        for (member, chosen), state, seconds in zip(members, states, own, strict=True):
+            build = time.perf_counter()
+            s = member.simplifier
+            proxies[member.name] = build_proxy(model, s.name, chosen, s.settings(), state).eval()
+            fit_times[member.name] = seconds + time.perf_counter() - build
+        if pass_times is not None:
+            pass_times["+".join(m.name for m, _ in members)] = (
+                time.perf_counter() - tick - sum(fit_times[m.name] for m, _ in members)
+            )
     return proxies
 
 

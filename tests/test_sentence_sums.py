@@ -121,6 +121,22 @@ def test_chunked_jsd_equals_one_chunk(model, sentences, monkeypatch, sums):
     np.testing.assert_allclose(chunked.models["p"]["jsd"], sums.models["p"]["jsd"], rtol=0, atol=1e-12)
 
 
+def test_attention_metrics_for_some_proxies_change_no_other_number(model, sentences, sums):
+    """Attention metrics for a subset of proxies (or none): the same sums, bit for bit."""
+    proxy = SVDSimplifier(rank=2, n_sequences=15).fit(model, sentences)
+    other = SVDSimplifier(rank=1, n_sequences=15).fit(model, sentences)
+    task = DyckTask()
+    some = sentence_sums(model, sentences, task, {"p": proxy, "q": other}, 200, attention=["p", "absent"])
+    none = sentence_sums(model, sentences, task, {"p": proxy, "q": other}, 200, attention=False)
+    assert set(some.attention) == {"p"} and not none.attention
+    for key in ("jsd", "agreement"):
+        np.testing.assert_array_equal(some.attention["p"]["0"][key], sums.attention["p"]["0"][key])
+    for result in (some, none):
+        for q, values in sums.models["p"].items():
+            np.testing.assert_array_equal(result.models["p"][q], values)
+        np.testing.assert_array_equal(result.models[ORIGINAL]["accuracy"], sums.models[ORIGINAL]["accuracy"])
+
+
 def test_sums_round_trip_through_their_file(sums, tmp_path):
     sums.save(tmp_path / "s.npz")
     back = SentenceSums.load(tmp_path / "s.npz")
@@ -242,3 +258,19 @@ def test_under_and_over_generalization_verdicts_follow_the_intervals(diff, noise
     sums = {"test_iid": iid, "test_unseen_depth": depth}
     assert finding_3(sums, results, proxies, "close")["verdict"] == expected_3
     assert finding_4(sums, results, proxies, "close")["verdict"] == expected_4
+
+
+def test_shared_fitting_pass_gives_the_proxies_fitted_one_by_one(model, sentences):
+    """The reproduction fits every SVD rank / k-means k in one pass; each proxy is bit-identical."""
+    from hf_illusions.reproduce import _fit_all, proxy_specs
+
+    specs = proxy_specs(model.config.d_head, (1, 2), (4,), True, None, 15, n_layer=model.config.n_layer)
+    times, passes = {}, {}
+    shared = _fit_all(specs, model, sentences, times, False, passes)
+    assert set(times) == {s.name for s in specs} and list(passes) == ["svd_r1+svd_r2+kmeans_k4"]
+    for spec in specs:
+        alone = spec.simplifier.fit(model, sentences).state_dict()
+        together = shared[spec.name].state_dict()
+        assert alone.keys() == together.keys()
+        for key, value in alone.items():
+            assert torch.equal(value, together[key]), (spec.name, key)

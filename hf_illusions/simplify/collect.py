@@ -157,12 +157,17 @@ def fit_attention(
     n_sequences: int,
     batch_size: int = 64,
     max_batch_tokens: int = 8192,
+    fit_times: list[float] | None = None,
 ) -> list[dict[str, torch.Tensor]]:
     """Fitted state (state-dict name → tensor) of each simplifier on the heads ``chosen``, one pass.
 
     Several simplifiers fitted together see the same batches in the same order, so each result
-    is bit-identical to fitting that simplifier alone (the Space's proxy bank relies on it).
+    is bit-identical to fitting that simplifier alone (the Space's proxy bank and the
+    reproduction's shared fitting pass rely on it). ``fit_times``, when given, receives each
+    simplifier's own fitting seconds after the shared pass.
     """
+    import time
+
     from hf_illusions.simplify.base import fitting_sequences
 
     geometry = model_geometry(model)
@@ -183,6 +188,7 @@ def fit_attention(
     fitting_pass(model, sequences, fan_out, batch_size, max_batch_tokens)
     results = []
     for simplifier, collectors in zip(simplifiers, per_simplifier, strict=True):
+        tick = time.perf_counter()
         fitted: dict[str, torch.Tensor] = {}
         for (layer, side), collector in collectors.items():
             heads = geometry.side_heads(side, chosen[layer])
@@ -192,6 +198,8 @@ def fit_attention(
             prefix = f"{paths[layer]}.simplification.{side}_"
             fitted.update(stack_side(prefix, geometry.n_side(side), per_head))
         results.append(fitted)
+        if fit_times is not None:
+            fit_times.append(time.perf_counter() - tick)
     return results
 
 
