@@ -102,8 +102,9 @@ bench: $(BENCH_STAMP)
 		$(OFFLINE) $(THREADS) TQDM_DISABLE=1 $(BIN)/python scripts/bench_$$name.py || exit 1; \
 	done
 
+# `make space MODEL=<folder>` serves another Dyck model (ours, or a Llama / GPT-2 one from `train --architecture`)
 space: install
-	$(OFFLINE) $(BIN)/python spaces_app/app.py
+	$(OFFLINE) $(BIN)/python spaces_app/app.py $(if $(MODEL),--model $(MODEL))
 
 lint: install
 	$(BIN)/ruff check .

@@ -26,8 +26,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from hf_illusions.data.dyck_language import BOS, EOS, DyckVocab, codes_to_ids, parse_sentence
-from hf_illusions.errors import DyckError, IllusionsError, SimplifierError
+from hf_illusions.data.dyck_language import (
+    BOS,
+    EOS,
+    SPECIAL_TOKENS,
+    DyckVocab,
+    codes_to_ids,
+    parse_sentence,
+)
+from hf_illusions.errors import CheckpointError, DyckError, IllusionsError, SimplifierError
 from hf_illusions.metrics import accuracy, faithfulness, jsd, jsd_per_row
 from hf_illusions.tasks.dyck import DyckTask, closing_bracket_logits
 
@@ -103,7 +110,8 @@ class ProxyBank:
     ``SVDSimplifier(rank, layers=…).fit(model, data)`` (tested), at a fraction of the cost.
 
     Args:
-        model: the original :class:`~hf_illusions.modeling.IllusionForCausalLM`.
+        model: the original model: our :class:`~hf_illusions.modeling.IllusionForCausalLM` or any
+            causal LM whose attention goes through transformers' attention interface (Llama, GPT-2, …).
         fit_data: a ``datasets.Dataset`` with ``input_ids`` (the training split) or id lists.
         svd_ranks / kmeans_ks: the swept settings (ranks above ``d_head`` are capped).
         n_fit_sequences: fit on the first ``n_fit_sequences`` rows, as the report does.
@@ -118,20 +126,23 @@ class ProxyBank:
         n_fit_sequences: int = 1000,
     ):
         from hf_illusions.reproduce import DEFAULT_KMEANS_KS, DEFAULT_SVD_RANKS, proxy_specs
-        from hf_illusions.simplify.collect import fit_attention
+        from hf_illusions.simplify.collect import fit_attention, model_geometry
+        from hf_illusions.simplify.seam import attention_layers
 
         start = time.perf_counter()
         self.model = model.eval()
-        config = model.config
+        # head shapes and module paths from the model itself: ours, Llama, GPT-2, … alike
+        self.geometry = model_geometry(model)
+        paths = {layer: path for layer, (path, _) in attention_layers(model).items()}
         specs = proxy_specs(
-            config.d_head,
+            self.geometry.d_head,
             DEFAULT_SVD_RANKS if svd_ranks is None else svd_ranks,
             DEFAULT_KMEANS_KS if kmeans_ks is None else kmeans_ks,
             onehot=True,
             n_fit_sequences=n_fit_sequences,
         )
         self.specs = {spec.name: spec for spec in specs}
-        self.heads = {layer: list(range(config.n_head)) for layer in range(config.n_layer)}
+        self.heads = {layer: list(range(self.geometry.n_head)) for layer in range(self.geometry.n_layer)}
         for spec in specs:
             spec.simplifier.resolve(model)  # rejects proxies and impossible settings up front
         needs_data = [spec for spec in specs if spec.simplifier.needs_data]
@@ -141,7 +152,7 @@ class ProxyBank:
         self._fitted: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
         for spec, fitted in zip(needs_data, fits, strict=True):
             for layer in self.heads:
-                prefix = f"model.layers.{layer}.self_attn.simplification."
+                prefix = f"{paths[layer]}.simplification."
                 self._fitted[(spec.name, layer)] = {k: v for k, v in fitted.items() if k.startswith(prefix)}
         self._proxies: dict[ProxyChoice, torch.nn.Module] = {}
         self.fit_seconds = time.perf_counter() - start
@@ -157,7 +168,7 @@ class ProxyBank:
 
     @property
     def n_layer(self) -> int:
-        return self.model.config.n_layer
+        return self.geometry.n_layer
 
     def proxy(self, choice: ProxyChoice) -> torch.nn.Module:
         """The proxy for ``choice`` (built once, then cached)."""
@@ -240,6 +251,69 @@ class SentenceAnalysis:
     def disagreements(self) -> list[int]:
         """Positions where the proxy's top prediction differs from the original's."""
         return [p.position for p in self.predictions if not p.agree]
+
+
+def position_limit(model: torch.nn.Module) -> int:
+    """The longest input ``model`` reads, in tokens: ``config.max_position_embeddings``.
+
+    Every family names it so (ours and GPT-2 map their ``n_positions`` to it; for Llama it is the
+    context the model was built for), so the Space bounds sentences the same way for all of them.
+    """
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if not isinstance(limit, int) or limit < 3:
+        raise CheckpointError(
+            f"{type(model).__name__}: config.max_position_embeddings is {limit!r}; the Space needs the "
+            "longest input the model reads (at least <bos>, one bracket pair's first token and <eos>)"
+        )
+    return limit
+
+
+def dyck_task(model: torch.nn.Module) -> DyckTask:
+    """The Dyck task of ``model``'s vocabulary, or :class:`CheckpointError` for a non-Dyck model.
+
+    The Space parses, scores and labels brackets by id (``DyckVocab``: 3 special tokens, then one
+    opening and one closing bracket per type); a model over any other vocabulary (a GPT-2 BPE, a
+    code model) would be read as meaningless brackets, so it is refused up front.
+    """
+    vocab_size = int(model.config.vocab_size)
+    n_types, odd = divmod(vocab_size - len(SPECIAL_TOKENS), 2)
+    if odd or not 1 <= n_types <= 26:
+        raise CheckpointError(
+            f"{type(model).__name__} has vocab_size={vocab_size}, which is no Dyck vocabulary "
+            f"({len(SPECIAL_TOKENS)} special tokens + 2 per bracket type, 1–26 types): the Space "
+            "serves Dyck models only, e.g. one trained by "
+            "`hf-illusions train --task dyck [--architecture llama|gpt2]`"
+        )
+    return DyckTask(n_types=n_types)
+
+
+def check_dyck_tokenizer(folder: Path, vocab: DyckVocab) -> None:
+    """A tokenizer saved with the model must be the Dyck one, token for token, in the Dyck id order.
+
+    :func:`~hf_illusions.checkpoints.check_tokenizer` enforces the id order only for tokenizers
+    that hold brackets; a model folder whose vocabulary merely has the Dyck *size* would pass it
+    and be silently misread here.
+    """
+    from hf_illusions.checkpoints import TOKENIZER_FILES
+
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        return  # a bare model folder: its vocabulary size was checked by dyck_task
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise CheckpointError(f"the tokenizer in {str(folder)!r} cannot be loaded: {err}") from None
+    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    if tokens != list(vocab.tokens):
+        bad = next((i for i, (a, b) in enumerate(zip(tokens, vocab.tokens, strict=False)) if a != b), None)
+        where = f"id {bad} is {tokens[bad]!r}, not {vocab.tokens[bad]!r}" if bad is not None else (
+            f"it has {len(tokens)} tokens, not {vocab.size}"
+        )  # fmt: skip
+        raise CheckpointError(
+            f"the tokenizer in {str(folder)!r} is not the Dyck-{vocab.n_types} tokenizer ({where}): the "
+            "Space serves Dyck models only (save hf_illusions.data.tokenizer.dyck_tokenizer with the model)"
+        )
 
 
 def sentence_ids(text: str, vocab: DyckVocab, n_positions: int) -> list[int]:
@@ -350,9 +424,9 @@ def analyze_sentence(
     Attention JSD per layer is the mean over heads and query positions, as in the evaluation loop.
     """
     start = time.perf_counter()
-    task = task or DyckTask(n_types=(model.config.vocab_size - 3) // 2)
+    task = task or dyck_task(model)
     vocab = task.vocab
-    input_ids = sentence_ids(sentence, vocab, model.config.n_positions)
+    input_ids = sentence_ids(sentence, vocab, position_limit(model))
     tokens = [vocab.tokens[i] for i in input_ids]
     ids = torch.tensor([input_ids], dtype=torch.long, device=next(model.parameters()).device)
     orig, prox = _run(model, ids, vocab), _run(proxy, ids, vocab)
@@ -387,8 +461,12 @@ class IllusionExplorer:
     def __init__(self, model: torch.nn.Module, dataset: Mapping[str, Any], **bank_kwargs: Any):
         if "train" not in dataset:
             raise IllusionsError(f"dataset needs a 'train' split to fit simplifiers on, has {list(dataset)}")
+        self.task = dyck_task(model)
+        if model.config._attn_implementation != "eager":
+            # the Space draws attention maps, which sdpa (a stock model's default) does not return;
+            # eager is the same arithmetic with the weights exposed, and the proxies inherit it
+            model.set_attn_implementation("eager")
         self.model = model.eval()
-        self.task = DyckTask(n_types=(model.config.vocab_size - 3) // 2)
         self.dataset = dataset
         self.bank = ProxyBank(model, dataset["train"], **bank_kwargs)
 
@@ -396,11 +474,22 @@ class IllusionExplorer:
     def from_paths(
         cls, model_path: str | Path, data_path: str | Path, build_missing: bool = True, **bank_kwargs: Any
     ) -> IllusionExplorer:
-        """Load the model folder (or Hub id) and the dataset folder; build the data if it is missing."""
-        from hf_illusions.checkpoints import check_model_fits
-        from hf_illusions.data.hub_folder import read_settings
+        """Load the model folder (or Hub id) and the dataset folder; build the data if it is missing.
 
-        model = load_model(model_path)
+        The model may be ours or any transformers causal LM over the Dyck vocabulary (a
+        ``LlamaForCausalLM`` / ``GPT2LMHeadModel`` from ``train --architecture``); a folder the
+        Space cannot serve raises an :class:`~hf_illusions.errors.IllusionsError` saying why
+        (no Dyck vocabulary or tokenizer, data of another vocabulary, attention the proxies
+        cannot patch) before anything is fitted.
+        """
+        from hf_illusions.checkpoints import check_model_fits, resolve
+        from hf_illusions.data.hub_folder import read_settings
+        from hf_illusions.simplify.collect import model_geometry
+
+        folder = resolve(model_path)
+        model = load_model(folder)
+        check_dyck_tokenizer(folder, dyck_task(model).vocab)
+        model_geometry(model)  # raises SimplifierError for attention the seam cannot patch
         dataset = load_dyck_data(data_path, build_missing)
         check_model_fits(model, read_settings(data_path).vocab.size, 0, f"the data in {str(data_path)!r}")
         return cls(model, dataset, **bank_kwargs)
@@ -418,12 +507,12 @@ class IllusionExplorer:
             raise IllusionsError(f"split must be one of {self.splits}, got {split!r}")
         rows = self.dataset[split]
         rng = rng or random.Random()
-        limit = self.model.config.n_positions
+        limit = position_limit(self.model)
         for _ in range(100):
             tokens = rows[rng.randrange(len(rows))]["tokens"]
             if len(tokens) <= limit:
                 return " ".join(tokens[1:-1])
-        raise IllusionsError(f"no sentence of {split!r} fits the model's n_positions={limit}")
+        raise IllusionsError(f"no sentence of {split!r} fits the model's {limit} positions")
 
 
 def load_model(path: str | Path) -> torch.nn.Module:
@@ -455,7 +544,10 @@ __all__ = [
     "ProxyChoice",
     "SentenceAnalysis",
     "analyze_sentence",
+    "check_dyck_tokenizer",
+    "dyck_task",
     "load_dyck_data",
     "load_model",
+    "position_limit",
     "sentence_ids",
 ]

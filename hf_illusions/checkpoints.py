@@ -213,7 +213,7 @@ def resolve(path: str | Path) -> Path:
         ) from None
 
 
-def load_checkpoint(path: str | Path, check_finite: bool = True) -> Any:
+def load_checkpoint(path: str | Path, check_finite: bool = True, **load_kwargs: Any) -> Any:
     """Load a causal LM (ours, a proxy of ours, or a transformers model such as a Llama trained by
     ``train --architecture llama``) in eval mode, or raise :class:`CheckpointError`.
 
@@ -221,7 +221,8 @@ def load_checkpoint(path: str | Path, check_finite: bool = True) -> Any:
     ``config.json`` parses, is one of our model types and holds possible values; the
     safetensors weights exist, are intact, and hold exactly the tensors (and shapes) the config
     implies; a saved tokenizer has the model's vocabulary; and (``check_finite``) no weight is
-    NaN/inf. Pickle weights are never loaded.
+    NaN/inf. Pickle weights are never loaded. ``load_kwargs`` go to ``from_pretrained`` after
+    the checks (e.g. ``device_map="auto"``, ``dtype``: placement, not what is loaded).
     """
     path = resolve(path)
     if not path.is_dir():
@@ -233,7 +234,7 @@ def load_checkpoint(path: str | Path, check_finite: bool = True) -> Any:
     check_state_matches(config, model_class, weight_shapes(path), path)
     check_tokenizer(path, config.vocab_size)
     try:
-        model = model_class.from_pretrained(path, config=config, use_safetensors=True)
+        model = model_class.from_pretrained(path, config=config, use_safetensors=True, **load_kwargs)
     except CheckpointError:
         raise
     except (OSError, ValueError, RuntimeError) as err:

@@ -271,6 +271,7 @@ OWN_DATA_DEFAULTS: dict[str, Any] = {
     "save_proxy": None,
     "device": None,
     "dtype": None,
+    "device_map": None,
 }
 
 
@@ -309,6 +310,7 @@ def cmd_evaluate_own(args: argparse.Namespace) -> None:
         progress=True,
         device=args.device,
         dtype=args.dtype,
+        device_map=args.device_map,
     )
     if not ev.is_main_process:  # a data-parallel run: the main process writes and reports
         return
@@ -614,6 +616,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="default float32; bfloat16/float16 only where the device has them. Data-parallel: "
         "ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m hf_illusions.cli evaluate …",
+    )
+    own.add_argument(
+        "--device_map",
+        default=None,
+        help="for a model larger than one device: auto (or balanced, sequential, a device) spreads its "
+        "layers over the GPUs as it loads (accelerate); not with --device",
     )
     evaluate.set_defaults(func=cmd_evaluate)
 

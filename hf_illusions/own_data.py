@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from hf_illusions.data.windows import Windows, load_text_splits, split_windows
 from hf_illusions.errors import CheckpointError, SettingsError, SplitError
 from hf_illusions.tasks.lm import Labeller, LanguageModelTask
@@ -47,12 +49,14 @@ class OwnModelEvaluation:
     is_main_process: bool = True
 
 
-def load_model_and_tokenizer(model: Any, tokenizer: Any = None) -> tuple[Any, Any, str]:
+def load_model_and_tokenizer(model: Any, tokenizer: Any = None, **load_kwargs: Any) -> tuple[Any, Any, str]:
     """``(model, tokenizer, name)`` from a folder / Hub id (or a loaded model and its tokenizer).
 
     Our own model types load through :func:`~hf_illusions.checkpoints.load_checkpoint` (which
     checks them), every other causal LM through ``AutoModelForCausalLM`` (safetensors only); the
     tokenizer is the one saved with the model, so windows are tokenized as the model was trained.
+    ``load_kwargs`` (``device_map``, ``dtype``) go to ``from_pretrained``: a model too large for
+    one device is placed while it loads, never materialised whole first.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
@@ -70,10 +74,12 @@ def load_model_and_tokenizer(model: Any, tokenizer: Any = None) -> tuple[Any, An
         except (OSError, json.JSONDecodeError, AttributeError):
             model_type = None  # load_checkpoint / from_pretrained say what is wrong
         if model_type in model_classes() or model_type is None:
-            loaded = load_checkpoint(folder)
+            loaded = load_checkpoint(folder, **load_kwargs)
         else:
             try:
-                loaded = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True).eval()
+                loaded = AutoModelForCausalLM.from_pretrained(
+                    folder, use_safetensors=True, **load_kwargs
+                ).eval()
             except (OSError, ValueError) as err:
                 raise CheckpointError(f"model {name!r}: AutoModelForCausalLM cannot load it: {err}") from None
     if tokenizer is None:
@@ -98,6 +104,61 @@ def load_model_and_tokenizer(model: Any, tokenizer: Any = None) -> tuple[Any, An
             "embeddings (config.vocab_size); they are not from the same model"
         )
     return loaded, tokenizer, name
+
+
+#: ``device_map`` strategies of accelerate's big-model dispatch (``from_pretrained(device_map=…)``)
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def check_device_map(
+    device_map: str | dict | None, device: str | None, model: Any, n_processes: int
+) -> torch.device | None:
+    """Validate ``device_map`` against the other placement options; the device it computes on first.
+
+    ``device_map`` places the model's layers itself (over the GPUs, then CPU) as it loads, so it
+    excludes ``device`` (one device for everything), a model object that is already loaded, and
+    data-parallel processes (each would try to spread one copy over all devices). The returned
+    device is what ``dtype`` is checked against: a GPU when the map may use one, else the CPU.
+    """
+    from hf_illusions.distributed import resolve_device
+
+    if device_map is None:
+        return None
+    if device is not None:
+        raise SettingsError(
+            f"pass either device ({device!r}, --device: the whole model on one device) or device_map "
+            f"({device_map!r}, --device_map: its layers spread over the devices), not both"
+        )
+    if hasattr(model, "config"):
+        raise SettingsError(
+            "device_map (--device_map) applies when the model is loaded here, from a folder or Hub id; "
+            "a model object is already placed (dispatch it yourself with accelerate.dispatch_model)"
+        )
+    if n_processes > 1:
+        raise SettingsError(
+            f"device_map (--device_map) spreads one model over the devices; it cannot be combined with "
+            f"{n_processes} data-parallel processes (accelerate launch): use one process, or --device"
+        )
+    if isinstance(device_map, dict):
+        places = [v for v in device_map.values() if v not in ("cpu", "disk")]
+        first = places[0] if places else "cpu"
+        return resolve_device(f"cuda:{first}" if isinstance(first, int) else str(first))
+    if not isinstance(device_map, str):
+        raise SettingsError(f"device_map must be a string or a dict, got {type(device_map).__name__}")
+    if device_map in DEVICE_MAP_STRATEGIES:
+        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        return resolve_device(device_map)
+    except SettingsError:
+        raise SettingsError(
+            f"device_map (--device_map) must be one of {list(DEVICE_MAP_STRATEGIES)} or a device "
+            f"available here (cpu, cuda, cuda:1, …), got {device_map!r}"
+        ) from None
+
+
+def model_devices(model: Any) -> list[str]:
+    """The devices ``model``'s weights are on, in a stable order (one entry unless dispatched)."""
+    return sorted({str(p.device) for p in model.parameters()})
 
 
 def max_positions(config: Any) -> int | None:
@@ -161,6 +222,7 @@ def evaluate_own_model(
     progress: bool = False,
     device: str | None = None,
     dtype: str | None = None,
+    device_map: str | dict | None = None,
 ) -> OwnModelEvaluation:
     """Fit ``simplifier`` on ``fit_split`` windows and score it against the model on every split.
 
@@ -179,12 +241,18 @@ def evaluate_own_model(
         device, dtype: where and in what precision to run (default CPU, float32; ``bfloat16`` /
             ``float16`` only where the device has them). Under ``accelerate launch`` with several
             processes each scores a shard of every split (see :mod:`hf_illusions.distributed`).
+        device_map: for a model larger than one device: ``"auto"`` (or another accelerate
+            strategy, a device name, or a module → device dict) is passed to ``from_pretrained``,
+            which spreads the layers over the GPUs as it loads; the proxy's fitted buffers sit on
+            each layer's device. Excludes ``device`` and data-parallel processes; offloading
+            (modules on ``cpu`` next to GPUs, or on ``disk``) is refused (a proxy needs every weight).
     """
     from hf_illusions.distributed import gather_sums, resolve_device, resolve_dtype, shard, world
     from hf_illusions.evaluation import sentence_sums
     from hf_illusions.intervals import gap, merge_intervals, split_intervals
     from hf_illusions.own_report import write_outputs
     from hf_illusions.paths import check_output_path
+    from hf_illusions.simplify.proxy import refuse_offloaded
     from hf_illusions.statistics import N_RESAMPLES
 
     n_resamples = n_resamples or N_RESAMPLES
@@ -201,10 +269,20 @@ def evaluate_own_model(
     if reference not in splits:
         raise SplitError(f"reference {reference!r} must be one of the evaluated splits {splits}")
     rank_, n_processes = world()
-    dev = resolve_device(device)
+    map_device = check_device_map(device_map, device, model, n_processes)
+    dev = map_device or resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    loaded, tokenizer, model_name = load_model_and_tokenizer(model, tokenizer)
-    if not hasattr(model, "config") or device is not None or dtype is not None or n_processes > 1:
+    if device_map is not None:  # placed (and cast) while loading: never whole on one device first
+        loaded, tokenizer, model_name = load_model_and_tokenizer(
+            model, tokenizer, device_map=device_map, dtype=torch_dtype
+        )
+        refuse_offloaded(loaded)
+        dev = next(loaded.parameters()).device
+    else:
+        loaded, tokenizer, model_name = load_model_and_tokenizer(model, tokenizer)
+    if device_map is None and (
+        not hasattr(model, "config") or device is not None or dtype is not None or n_processes > 1
+    ):
         loaded = loaded.to(device=dev, dtype=torch_dtype)  # a model object is moved only when asked
     longest = max_positions(loaded.config)
     if longest is not None and window > longest:
@@ -263,6 +341,8 @@ def evaluate_own_model(
                 "n_fit": n_fit,
                 "n_resamples": n_resamples,
                 "device": dev.type,
+                "device_map": device_map,
+                "devices": model_devices(loaded),
                 "dtype": str(torch_dtype).removeprefix("torch."),
             },
             "evaluation": {"headline_groups": ["all"], "groups": sums[splits[0]].groups},
@@ -297,4 +377,12 @@ def _clean(value: Any) -> Any:
     return value
 
 
-__all__ = ["OwnModelEvaluation", "evaluate_own_model", "load_model_and_tokenizer", "max_positions"]
+__all__ = [
+    "DEVICE_MAP_STRATEGIES",
+    "OwnModelEvaluation",
+    "check_device_map",
+    "evaluate_own_model",
+    "load_model_and_tokenizer",
+    "max_positions",
+    "model_devices",
+]

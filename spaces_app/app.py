@@ -5,6 +5,10 @@ Layout and wiring only (``gr.Blocks``): every number comes from
 turn its :class:`~hf_illusions.analysis.SentenceAnalysis` into a figure and HTML tables.
 
     python spaces_app/app.py [--model checkpoints/dyck] [--data dyck-illusions] [--port 7860]
+
+``--model`` is any folder (or Hub id) of a causal LM over the Dyck vocabulary: ours, or a
+``LlamaForCausalLM`` / ``GPT2LMHeadModel`` trained by ``hf-illusions train --task dyck --architecture``.
+A folder it cannot serve stops the app with a message saying why (exit status 1, no traceback).
 """
 
 from __future__ import annotations
@@ -164,6 +168,31 @@ def report_table_html(report: dict | None, choice: ProxyChoice, analysis: Senten
     return f"<table>{head}{''.join(rows)}</table>"
 
 
+def model_note(explorer: IllusionExplorer) -> str:
+    """Which model is loaded, its head geometry, and which simplifier families it cannot have, and why.
+
+    The Space offers SVD, k-means and one-hot for every model it loads (they act at transformers'
+    attention seam); the interaction basis and sparse circuits need our own model's seams, so for
+    a stock model (Llama, GPT-2, …) the note says they are left out instead of offering a control
+    that would fail.
+    """
+    from hf_illusions.reproduce import own_model_families
+
+    geometry = explorer.bank.geometry
+    kv = f", {geometry.n_kv_head} key/value heads" if geometry.n_kv_head != geometry.n_head else ""
+    note = (
+        f"Model: `{type(explorer.model).__name__}` · {geometry.n_layer} layers × {geometry.n_head} heads"
+        f"{kv} (d_head {geometry.d_head}) · Dyck-{explorer.task.vocab.n_types}."
+    )
+    missing = own_model_families(explorer.model)
+    if missing:
+        note += "".join(
+            f" **{family.replace('_', ' ')}** is not offered for this model: {reason}."
+            for family, reason in missing.items()
+        )
+    return note
+
+
 def load_report(assets: Path, weights: str) -> tuple[str | None, dict | None, str]:
     """(plot path, per-split summary, note) from ``assets/``; a clear note when anything is missing."""
     plot, summary_file = assets / PLOT, assets / SUMMARY
@@ -285,6 +314,7 @@ def build_demo(explorer: IllusionExplorer, assets: Path = DEFAULT_ASSETS) -> gr.
                     elem_id="layer",
                 )
                 analyze_button = gr.Button("Analyse", variant="primary", elem_id="analyze")
+                gr.Markdown(model_note(explorer), elem_id="model-note")
         status = gr.Markdown(elem_id="status")
         with gr.Row():
             jsd = gr.Number(label="JSD at closing brackets (this sentence)", precision=6, elem_id="jsd")
@@ -319,7 +349,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--model",
         default=os.environ.get("HF_ILLUSIONS_MODEL")
         or (str(DEFAULT_MODEL) if DEFAULT_MODEL.exists() else HUB_REPO_IDS["model"]),
-        help="save_pretrained folder or Hub id (env HF_ILLUSIONS_MODEL; default checkpoints/dyck)",
+        help="save_pretrained folder or Hub id of a Dyck model: ours, or a Llama / GPT-2 one from "
+        "`train --architecture` (env HF_ILLUSIONS_MODEL; default checkpoints/dyck)",
     )
     parser.add_argument(
         "--data",
@@ -342,13 +373,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    explorer = IllusionExplorer.from_paths(
-        args.model,
-        args.data,
-        n_fit_sequences=args.n_fit_sequences,
-        svd_ranks=args.svd_ranks,
-        kmeans_ks=args.kmeans_ks,
-    )
+    try:
+        explorer = IllusionExplorer.from_paths(
+            args.model,
+            args.data,
+            n_fit_sequences=args.n_fit_sequences,
+            svd_ranks=args.svd_ranks,
+            kmeans_ks=args.kmeans_ks,
+        )
+    except IllusionsError as err:  # a folder the Space cannot serve: say why, no traceback
+        raise SystemExit(f"app.py: cannot serve --model {args.model} (--data {args.data}): {err}") from None
     print(
         f"loaded {args.model} and fitted {len(explorer.bank.specs)} settings × "
         f"{explorer.bank.n_layer} layers in {time.perf_counter() - start:.1f} s",

@@ -435,3 +435,96 @@ def test_kmeans_and_onehot_proxies_are_named_by_their_setting(llama, data):
         assert list(res["proxies"]) == [name] and res["settings"]["simplifier"] == kwargs["simplifier"]
         far = res["splits"]["far"][name]["all"]
         assert 0 < far["jsd"] < 1 and 0 <= far["agreement"] <= 1 and far["n"] == 4 * (WINDOW - 1)
+
+
+# ---------------------------------------------------------------- device_map (big-model dispatch)
+
+
+def _without_placement(results: dict) -> dict:
+    """``results`` less what legitimately differs between placements: timings and the placement itself."""
+    out = {k: v for k, v in results.items() if k not in VOLATILE_KEYS}
+    out["settings"] = {k: v for k, v in results["settings"].items() if k != "device_map"}
+    return out
+
+
+def test_device_map_auto_gives_the_numbers_of_one_device(llama, data):
+    """On this CPU-only machine ``auto`` puts every layer on the CPU: the same proxy, the same numbers."""
+    run = {"rank": 2, "layers": [0, 1], "max_windows": 6, "n_fit": 20}
+    plain = _run(llama, data, **run)
+    mapped = _run(llama, data, device_map="auto", **run)
+    assert (
+        mapped.results["settings"]["device_map"] == "auto" and plain.results["settings"]["device_map"] is None
+    )
+    assert mapped.results["settings"]["devices"] == ["cpu"] == plain.results["settings"]["devices"]
+    assert json.dumps(_without_placement(mapped.results)) == json.dumps(_without_placement(plain.results))
+    ids = torch.tensor([mapped.windows["far"].input_ids[0]])
+    with torch.no_grad():
+        assert torch.equal(mapped.proxy(ids).logits, plain.proxy(ids).logits)
+
+
+def test_cli_device_map(gpt2, data, tmp_path, capsys):
+    assert _cli(gpt2, data, tmp_path / "mapped", "--device_map", "auto") == 0
+    assert _cli(gpt2, data, tmp_path / "plain") == 0
+    mapped, plain = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("mapped", "plain"))
+    assert mapped["settings"]["device_map"] == "auto"
+    assert json.dumps(_without_placement(mapped)) == json.dumps(_without_placement(plain))
+    capsys.readouterr()
+    assert _cli(gpt2, data, tmp_path / "both", "--device", "cpu", "--device_map", "auto") == 2
+    err = capsys.readouterr().err
+    assert "pass either device ('cpu', --device" in err and "or device_map ('auto', --device_map" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "both").exists()
+
+
+def test_device_map_errors_name_the_argument(gpt2, data):
+    with pytest.raises(SettingsError, match=r"pass either device \('cpu', --device.*not both"):
+        _run(gpt2, data, rank=2, device="cpu", device_map="auto")
+    with pytest.raises(
+        SettingsError, match=r"device_map \(--device_map\) must be one of \['auto', 'balanced'"
+    ):
+        _run(gpt2, data, rank=2, device_map="everywhere")
+    with pytest.raises(SettingsError, match=r"device 'cuda:7' is not available"):
+        _run(gpt2, data, rank=2, device_map={"": "cuda:7"})
+    loaded = AutoModelForCausalLM.from_pretrained(gpt2)
+    with pytest.raises(SettingsError, match="a model object is already placed"):
+        _run(loaded, data, rank=2, tokenizer=_tok(gpt2), device_map="auto")
+
+
+def test_a_proxy_of_a_dispatched_model_is_dispatched_like_it(llama, data):
+    """accelerate's hooks (what several GPUs get) forced on the CPU: the proxy gets the same placement,
+    its buffers sit on their layer's device, and it computes what the proxy of the plain model does."""
+    from accelerate import dispatch_model
+
+    from hf_illusions.data.windows import load_text_splits, split_windows
+
+    train = split_windows(load_text_splits(data, "body", ["train"]), "train", _tok(llama), "body", WINDOW, 20)
+    plain = AutoModelForCausalLM.from_pretrained(llama).eval()
+    placement = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "cpu"}
+    placement |= {"model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu"}
+    dispatched = dispatch_model(
+        AutoModelForCausalLM.from_pretrained(llama).eval(), placement, force_hooks=True
+    )
+    fit = SVDSimplifier(rank=2, layers=[0, 1], n_sequences=20)
+    proxy, reference = fit.fit(dispatched, train.input_ids), fit.fit(plain, train.input_ids)
+    assert proxy.hf_device_map == placement
+    assert hasattr(proxy, "_hf_hook") and hasattr(proxy.model.layers[1], "_hf_hook")
+    for layer in proxy.model.layers:
+        buffers = dict(layer.self_attn.simplification.named_buffers())
+        assert buffers and all(b.device == layer.self_attn.q_proj.weight.device for b in buffers.values())
+    ids = torch.tensor([train.input_ids[0]])
+    with torch.no_grad():
+        assert torch.equal(proxy(ids).logits, reference(ids).logits)
+        assert not torch.equal(proxy(ids).logits, dispatched(ids).logits)  # rank 2 changes the model
+
+
+def test_offloaded_weights_are_refused(llama):
+    """Offloaded weights (cpu/disk offload next to GPUs) live on the meta device: no proxy from them."""
+    from accelerate import init_empty_weights
+
+    from hf_illusions.errors import SimplifierError
+    from hf_illusions.simplify import build_proxy
+
+    config = AutoModelForCausalLM.from_pretrained(llama).config
+    with init_empty_weights():
+        offloaded = LlamaForCausalLM(config)
+    with pytest.raises(SimplifierError, match=r"weight\(s\) of the model are offloaded .*meta device"):
+        build_proxy(offloaded, "identity", {0: [0]}, {}, {})

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from hf_illusions.analysis import IllusionExplorer, ProxyChoice, SentenceAnalysis
+from hf_illusions.errors import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("HF_ILLUSIONS_CHROMIUM", "/usr/bin/chromium")
@@ -70,16 +73,14 @@ def workspace(tmp_path_factory, tiny_dyck_dir):
     return root
 
 
-@pytest.fixture(scope="module")
-def server(workspace, tiny_dyck_dir):
-    """`python spaces_app/app.py` as a user starts it, on a free localhost port."""
+def serve(model: Path, data: Path, assets: Path, log: Path) -> Iterator[str]:
+    """`python spaces_app/app.py` as a user starts it, on a free localhost port; yields its URL."""
     port = free_port()
     args = [
-        sys.executable, str(ROOT / "spaces_app" / "app.py"), "--model", str(workspace / "model"),
-        "--data", str(tiny_dyck_dir), "--assets", str(workspace / "space" / "assets"), "--port", str(port),
+        sys.executable, str(ROOT / "spaces_app" / "app.py"), "--model", str(model), "--data", str(data),
+        "--assets", str(assets), "--port", str(port),
         "--n-fit-sequences", "50", "--svd-ranks", "1,4", "--kmeans-ks", "2,4",
     ]  # fmt: skip
-    log = workspace / "app.log"
     with log.open("w") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ})
     url = f"http://127.0.0.1:{port}/"
@@ -97,9 +98,18 @@ def server(workspace, tiny_dyck_dir):
             proc.kill()
             pytest.fail(f"the app did not answer on {url} within 120 s:\n{log.read_text()}")
         time.sleep(0.5)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def server(workspace, tiny_dyck_dir):
+    """The Space on our tiny model, with the assets of a real (tiny) report."""
+    assets = workspace / "space" / "assets"
+    yield from serve(workspace / "model", tiny_dyck_dir, assets, workspace / "app.log")
 
 
 @pytest.fixture(scope="module")
@@ -217,9 +227,168 @@ def test_the_space_shows_the_python_api_numbers(server, browser, explorer, tmp_p
 
 
 def test_the_report_section_explains_a_missing_plot(tmp_path):
+    plot, summary, note = load_app().load_report(tmp_path, weights="0" * 16)
+    assert plot is None and summary is None
+    assert "hf-illusions card space --report reports/dyck" in note
+
+
+# --------------------------------------------------------------------------- stock transformers models
+
+
+def save_stock_dyck_model(folder: Path, architecture: str, vocab_size: int = 43, tokenizer=None) -> Path:
+    """A tiny random LlamaForCausalLM / GPT2LMHeadModel (as ``train --architecture`` builds them) with
+    the Dyck tokenizer saved next to it, or ``tokenizer`` (``False``: none)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    from hf_illusions.data.tokenizer import dyck_tokenizer
+
+    torch.manual_seed(0)
+    special = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": False}
+    # a wide initialization gives sharp attention (see `workspace`): one-hot stays stable across processes
+    if architecture == "llama":
+        config = LlamaConfig(
+            vocab_size=vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+            num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128,
+            initializer_range=0.5, **special,
+        )  # fmt: skip
+        model = LlamaForCausalLM(config)
+    else:
+        config = GPT2Config(
+            vocab_size=vocab_size, n_positions=128, n_embd=16, n_layer=2, n_head=2, n_inner=32,
+            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, initializer_range=0.5, **special,
+        )  # fmt: skip
+        model = GPT2LMHeadModel(config)
+    model.save_pretrained(folder)
+    if tokenizer is None:
+        tokenizer = dyck_tokenizer(20, 128)
+    if tokenizer is not False:
+        tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module", params=["llama", "gpt2"])
+def stock_explorer(request, tmp_path_factory, tiny_dyck_dir):
+    folder = save_stock_dyck_model(tmp_path_factory.mktemp(request.param), request.param)
+    return IllusionExplorer.from_paths(folder, tiny_dyck_dir, build_missing=False, **BANK)
+
+
+def test_the_space_serves_a_stock_dyck_model(stock_explorer, tiny_dyck_dir):
+    """Ours and transformers' Llama / GPT-2 go through the same bank, analysis and page helpers."""
+    import random
+
+    import torch
+
+    from hf_illusions.data.hub_folder import load_folder
+    from hf_illusions.evaluation import evaluate_models
+    from hf_illusions.simplify import make_simplifier
+
+    app = load_app()
+    explorer = stock_explorer
+    geometry = explorer.bank.geometry
+    assert (geometry.n_layer, geometry.n_head, geometry.d_head) == (2, 2, 8)
+    assert explorer.bank.options == {"svd": [1, 4], "kmeans": [2, 4], "onehot": []}
+    sentence = explorer.sample("test_unseen_depth", random.Random(0))
+    for choice in (ProxyChoice("svd", 1), ProxyChoice("kmeans", 2, (1,)), ProxyChoice("onehot", layers=(0,))):
+        analysis = explorer.analyze(sentence, choice)
+        loop = evaluate_models(
+            explorer.model, [analysis.input_ids], explorer.task, {"p": explorer.bank.proxy(choice)}
+        )
+        assert analysis.metrics["close"]["n"] == loop["p"]["close"]["n"] > 0
+        assert analysis.metrics["close"]["jsd"] == pytest.approx(loop["p"]["close"]["jsd"], abs=1e-7)
+        assert analysis.metrics["close"]["agreement"] == pytest.approx(loop["p"]["close"]["agreement"])
+        assert analysis.attentions[0][0].shape == (2, len(analysis.tokens), len(analysis.tokens))
+        before = range(min(choice.layers)) if choice.layers else range(0)
+        for layer in before:  # layers before the simplified one keep the model's attention exactly
+            assert analysis.attention_jsd[layer] == pytest.approx(0.0, abs=1e-9)
+        assert "<table>" in app.predictions_html(analysis) and "data-metric" in app.metrics_html(analysis)
+        app.attention_figure(analysis, list(choice.layers or range(2)))
+    # the bank's proxy of one layer is the one the simplifier fits directly, buffers at the model's paths
+    direct = make_simplifier("svd", rank=4, layers=[1], n_sequences=BANK["n_fit_sequences"])
+    direct_state = direct.fit(explorer.model, load_folder(tiny_dyck_dir)["train"]).state_dict()
+    banked = explorer.bank.proxy(ProxyChoice("svd", 4, (1,))).state_dict()
+    fitted = sorted(k for k in banked if ".simplification." in k and "head_mask" not in k)
+    assert fitted and all(".1." in k for k in fitted)
+    assert direct_state.keys() == banked.keys()
+    for key in fitted:
+        assert torch.equal(direct_state[key], banked[key]), key
+    note = app.model_note(explorer)
+    assert type(explorer.model).__name__ in note and "2 layers × 2 heads (d_head 8)" in note
+    assert "**interaction basis** is not offered" in note and "**sparse circuit** is not offered" in note
+
+
+def load_app():
+    """spaces_app/app.py as a module (it is a script, not part of the package)."""
     spec = importlib.util.spec_from_file_location("space_app", ROOT / "spaces_app" / "app.py")
     app = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(app)
-    plot, summary, note = app.load_report(tmp_path, weights="0" * 16)
-    assert plot is None and summary is None
-    assert "hf-illusions card space --report reports/dyck" in note
+    return app
+
+
+def test_our_model_note_offers_every_family_the_space_has(explorer):
+    note = load_app().model_note(explorer)
+    assert "IllusionForCausalLM" in note and "not offered" not in note
+
+
+def other_tokenizer(size: int):
+    """A word-level tokenizer of ``size`` words that are no brackets: the right size, the wrong vocabulary."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.WordLevel(vocab={f"w{i}": i for i in range(size)}, unk_token="w0"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="w0")
+
+
+@pytest.mark.parametrize(
+    ("vocab_size", "tokenizer", "message"),
+    [
+        (50, False, "vocab_size=50, which is no Dyck vocabulary"),
+        (43, "other", "is not the Dyck-20 tokenizer (id 0 is 'w0', not '<pad>')"),
+        (13, "dyck5", "the model has vocab_size=13 but the data in"),
+    ],
+    ids=["not-dyck-vocab", "not-dyck-tokenizer", "other-dyck-size"],
+)
+def test_folders_the_space_cannot_serve_are_refused_clearly(
+    tmp_path, tiny_dyck_dir, vocab_size, tokenizer, message
+):
+    from hf_illusions.data.tokenizer import dyck_tokenizer
+
+    tok = {"other": other_tokenizer(43), "dyck5": dyck_tokenizer(5, 128), False: False}[tokenizer]
+    folder = save_stock_dyck_model(tmp_path / "model", "llama", vocab_size, tok)
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        IllusionExplorer.from_paths(folder, tiny_dyck_dir, build_missing=False, **BANK)
+    # the app stops with that message on one line (no traceback), naming the folder
+    with pytest.raises(SystemExit) as stopped:
+        load_app().main(["--model", str(folder), "--data", str(tiny_dyck_dir), "--n-fit-sequences", "50"])
+    assert str(stopped.value).startswith(f"app.py: cannot serve --model {folder}") and message in str(
+        stopped.value
+    )
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory, tiny_dyck_dir):
+    root = tmp_path_factory.mktemp("llama-space")
+    model = save_stock_dyck_model(root / "model", "llama")
+    for url in serve(model, tiny_dyck_dir, root / "no-assets", root / "app.log"):
+        yield url, model
+
+
+def test_the_space_in_a_browser_on_a_llama_model(llama_server, browser, tiny_dyck_dir):
+    """`app.py --model <LlamaForCausalLM folder>`: the page shows the Python API's numbers and says why
+    the families that need our own model are absent."""
+    from playwright.sync_api import expect
+
+    url, folder = llama_server
+    explorer = IllusionExplorer.from_paths(folder, tiny_dyck_dir, build_missing=False, **BANK)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(url)
+    expect(page.locator("#status")).to_contain_text("Analysed", timeout=TIMEOUT_MS)
+    check_page_matches(page, explorer.analyze(load_app().EXAMPLES[0], ProxyChoice("svd", 4)))
+    expect(page.locator("#model-note")).to_contain_text("LlamaForCausalLM")
+    expect(page.locator("#model-note")).to_contain_text("interaction basis is not offered")
+    expect(page.locator("#report-note")).to_contain_text("No precomputed report plot")
+    page.locator("#method").get_by_text("k-means (k)").click()
+    page.locator("#layer").get_by_text("1", exact=True).click()
+    check_page_matches(page, explorer.analyze(load_app().EXAMPLES[0], ProxyChoice("kmeans", 4, (1,))))
+    page.close()

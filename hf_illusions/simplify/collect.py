@@ -132,7 +132,10 @@ def fitting_pass(
         for side, x in (("query", query), ("key", key)):
             if (layer, side) in collectors:
                 heads, collector = collectors[(layer, side)]
-                vectors = x.transpose(1, 2)[state["real"]][:, heads]  # (n, heads, d_head)
+                real = state["real"]
+                if real.device != x.device:  # a model dispatched over devices (device_map)
+                    real = real.to(x.device)
+                vectors = x.transpose(1, 2)[real][:, heads]  # (n, heads, d_head)
                 collector.update(vectors.detach().float().cpu(), state["rows"])
 
     body = runner.base_model  # the decoder without the LM head: fitting needs no logits

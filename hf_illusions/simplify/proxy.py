@@ -230,6 +230,7 @@ def build_proxy(
     changing the base's weights in place changes the proxy's too).
     """
     heads = {str(layer): sorted(int(h) for h in hs) for layer, hs in heads.items()}
+    refuse_offloaded(model)
     if not isinstance(model, IllusionForCausalLM):
         from hf_illusions.simplify.adapter import SimplificationConfig
 
@@ -250,7 +251,41 @@ def build_proxy(
     _load_fitted(
         proxy, {**base_state(model), **{k: v.to(parameter.device) for k, v in fitted_state.items()}}, False
     )
-    return proxy.eval()
+    return dispatch_like(proxy, model).eval()
+
+
+def refuse_offloaded(model: torch.nn.Module) -> None:
+    """Raise if some of ``model``'s weights are offloaded (``device_map`` with cpu/disk offload).
+
+    accelerate keeps offloaded weights on the meta device and streams them in per forward; a
+    proxy is built from the base model's tensors, so it would get empty ones.
+    """
+    offloaded = [name for name, p in model.named_parameters() if p.is_meta]
+    if offloaded:
+        raise SimplifierError(
+            f"{len(offloaded)} weight(s) of the model are offloaded (e.g. {offloaded[0]!r} is on the meta "
+            "device: its device_map put modules on 'cpu' next to GPUs, or on 'disk'); a proxy needs every "
+            "weight on a device: load with a device_map that fits (max_memory=…, a smaller dtype, more GPUs)"
+        )
+
+
+def dispatch_like(proxy: torch.nn.Module, model: torch.nn.Module) -> torch.nn.Module:
+    """Give ``proxy`` the placement ``model`` was dispatched with (``from_pretrained(device_map=…)``).
+
+    A model spread over several devices runs through accelerate's hooks, which move each layer's
+    inputs to that layer's device; a proxy is a new module tree without them, so it is dispatched
+    with the base model's ``hf_device_map`` (its weights already sit there, so nothing is copied
+    for a stock model). A model on one device has no map, and nothing is done.
+    """
+    device_map = getattr(model, "hf_device_map", None)
+    if not device_map:
+        return proxy
+    from accelerate import dispatch_model
+
+    skip = getattr(proxy, "_skip_keys_device_placement", None)
+    # hooks exactly when the base has them (accelerate adds them for several devices, or when forced)
+    forced = hasattr(model, "_hf_hook")
+    return dispatch_model(proxy, device_map=dict(device_map), skip_keys=skip, force_hooks=forced)
 
 
 def build_stock_proxy(model: PreTrainedModel, config: Any, fitted_state: dict[str, torch.Tensor]) -> Any:
@@ -271,20 +306,24 @@ def build_stock_proxy(model: PreTrainedModel, config: Any, fitted_state: dict[st
         proxy = cls(model_config)
     proxy.simplification_config = config
     proxy.attach_simplifications(config)
-    parameter = next(model.parameters())
-    for _, module in attention_layers(proxy).values():
+    refuse_offloaded(model)
+    # each layer's buffers on that layer's device: a model dispatched with device_map="auto" spreads
+    # its layers over devices, and the seam applies the buffers to tensors on the layer's device
+    base_layers = attention_layers(model)
+    for layer, (_, module) in attention_layers(proxy).items():
         if hasattr(module, "simplification"):
-            module.simplification.to(device=parameter.device, dtype=parameter.dtype)
+            weight = next(base_layers[layer][1].parameters())
+            module.simplification.to(device=weight.device, dtype=weight.dtype)
     buffers = proxy.state_dict()
     fitted = {
-        k: v.to(device=parameter.device, dtype=buffers[k].dtype if k in buffers else v.dtype)
+        k: v.to(device=buffers[k].device, dtype=buffers[k].dtype) if k in buffers else v
         for k, v in fitted_state.items()
     }
     _load_fitted(proxy, {**base_state(model), **fitted}, assign=True)
     meta = [name for name, p in proxy.named_parameters() if p.is_meta]
     if meta:
         raise SimplifierError(f"the proxy's parameters {meta[:3]} were not filled from the base model")
-    return proxy.eval()
+    return dispatch_like(proxy, model).eval()
 
 
 __all__ = [
@@ -297,6 +336,8 @@ __all__ = [
     "base_state",
     "build_proxy",
     "build_stock_proxy",
+    "dispatch_like",
     "proxy_class",
+    "refuse_offloaded",
     "simplified_attention_forward",
 ]
