@@ -354,6 +354,9 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     kwargs: dict = {"simplifiers": check_families(args.simplifiers) if args.simplifiers else None}
     if args.task == "dyck":
         kwargs |= {"interaction_basis_ks": DEFAULT_IB_KS, "circuit_slacks": DEFAULT_CIRCUIT_SLACKS}
+    from hf_illusions.reproduce import EVAL_SENTENCES
+
+    kwargs["max_eval_sentences"] = EVAL_SENTENCES[args.task]
     if args.sweep == "seed":
         from hf_illusions.reproduce import SEED_SWEEPS
 
@@ -367,6 +370,10 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
         kwargs |= {"n_fit_sequences": 200 if args.task == "dyck" else 50}
         if args.task == "dyck":
             kwargs |= {"interaction_basis_ks": (16,), "circuit_slacks": (0.1,)}
+    if args.max_eval_sentences is not None and args.max_eval_sentences < 0:
+        raise SettingsError(f"--max_eval_sentences must be >= 0 (0 = all), got {args.max_eval_sentences}")
+    if args.max_eval_sentences is not None:  # 0 = every sentence of every split
+        kwargs["max_eval_sentences"] = args.max_eval_sentences or None
     kwargs["allow_other_training_data"] = args.allow_other_training_data
     run = reproduce_dyck if args.task == "dyck" else reproduce_code
     readme = run(model_dir=model, dataset_dir=data, out_dir=out, data_config=data_config, **kwargs)
@@ -646,6 +653,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="full: every setting (default; attention metrics for the representative settings, "
         "ATTENTION_PROXIES); seed: each family's representative settings on half the sentences, no "
         "attention metrics, for extra training seeds (see SEED_SWEEPS in hf_illusions/reproduce.py)",
+    )
+    reproduce.add_argument(
+        "--max_eval_sentences",
+        type=int,
+        default=None,
+        help="sentences (code: windows) scored per test split, a seeded sample; 0 = all (default: "
+        "EVAL_SENTENCES in hf_illusions/reproduce.py, 1000 for dyck and 400 for code)",
     )
     reproduce.add_argument(
         "--allow_other_training_data",

@@ -67,10 +67,16 @@ SEED_SWEEPS = {
         "svd_ranks": (8, 16, 32),
         "kmeans_ks": (16, 64),
         "copy_head_ranks": (4, 8),
-        "max_eval_sentences": 300,
+        "max_eval_sentences": 400,
         "attention_metrics": False,
     },
 }
+#: sentences (windows) scored per test split by ``hf-illusions reproduce`` (and so ``make
+#: reproduce``), full sweep and seed sweep alike: every report of a task scores the same seeded rows,
+#: so seeds are compared on the same sentences. Half of each 2,000-sentence Dyck split and two thirds
+#: of the 600 code windows the first code reports scored: the intervals are ~1.4x (~1.2x) wider, and
+#: every shipped model fits a 20-minute reproduction on 2 cores. ``--max_eval_sentences`` overrides.
+EVAL_SENTENCES = {"dyck": 1000, "code": 400}
 #: the proxies whose attention JSD / argmax agreement the full sweep measures (the report's
 #: "Attention JSD per layer" table): the representative settings the README and the findings show,
 #: plus whole-model one-hot. Attention metrics are float64 over every (head, query, key) entry and
