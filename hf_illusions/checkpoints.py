@@ -18,28 +18,12 @@ from typing import Any
 import torch
 
 from hf_illusions.errors import CheckpointError
+from hf_illusions.registry import model_classes
 
 WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
-
-
-def model_classes() -> dict[str, tuple[type, type]]:
-    """``model_type`` → (config class, model class) for hf-illusions' own model types.
-
-    Any other causal LM transformers knows (Llama, GPT-2, GPT-NeoX, Qwen2, …; see
-    :func:`stock_classes`) loads too, with the same checks.
-    """
-    from hf_illusions.modeling import IllusionConfig, IllusionForCausalLM
-    from hf_illusions.simplify import IllusionProxyConfig, IllusionProxyForCausalLM
-    from hf_illusions.sparse.circuit import IllusionCircuitConfig, IllusionCircuitForCausalLM
-
-    return {
-        IllusionConfig.model_type: (IllusionConfig, IllusionForCausalLM),
-        IllusionProxyConfig.model_type: (IllusionProxyConfig, IllusionProxyForCausalLM),
-        IllusionCircuitConfig.model_type: (IllusionCircuitConfig, IllusionCircuitForCausalLM),
-    }
 
 
 def stock_classes(model_type: str | None) -> tuple[type, type] | None:

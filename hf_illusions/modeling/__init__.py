@@ -1,6 +1,8 @@
-"""The illusion transformer, registered with the Auto classes on import (no trust_remote_code)."""
+"""The illusion transformer (one file per piece, as in transformers' own models).
 
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+It is registered with the Auto classes by :mod:`hf_illusions.registry` when the package is
+imported, so ``AutoModelForCausalLM.from_pretrained`` loads it without ``trust_remote_code``.
+"""
 
 from hf_illusions.modeling.configuration_illusion import IllusionConfig
 from hf_illusions.modeling.modeling_illusion import (
@@ -9,12 +11,4 @@ from hf_illusions.modeling.modeling_illusion import (
     IllusionPreTrainedModel,
 )
 
-AutoConfig.register(IllusionConfig.model_type, IllusionConfig, exist_ok=True)
-AutoModel.register(IllusionConfig, IllusionModel, exist_ok=True)
-AutoModelForCausalLM.register(IllusionConfig, IllusionForCausalLM, exist_ok=True)
-
 __all__ = ["IllusionConfig", "IllusionForCausalLM", "IllusionModel", "IllusionPreTrainedModel"]
-
-# Proxies (fitted simplifiers) are models too: registering them here means that after
-# `import hf_illusions.modeling`, AutoModelForCausalLM loads a proxy folder as well.
-import hf_illusions.simplify  # noqa: E402,F401

@@ -8,13 +8,11 @@ proxy.save_pretrained("proxy-svd8")   # reloads with AutoModelForCausalLM once t
 ``model`` may also be any transformers model whose attention goes through the attention
 interface (GPT-2, GPT-NeoX, Llama, Qwen2, …); its proxy saves as a small adapter and reloads with
 :func:`load_proxy`. Importing this package registers the proxy attention functions (and their
-mask functions, :mod:`~hf_illusions.simplify.seam`) and our proxy config/model with
-``AutoConfig`` / ``AutoModelForCausalLM``.
+mask functions, :mod:`~hf_illusions.simplify.seam`); the proxy config/model are registered with
+``AutoConfig`` / ``AutoModelForCausalLM`` by :mod:`hf_illusions.registry` on ``import hf_illusions``.
 """
 
 from typing import Any
-
-from transformers import AutoConfig, AutoModelForCausalLM
 
 from hf_illusions.errors import SimplifierError
 from hf_illusions.simplify.adapter import SimplificationConfig, load_proxy
@@ -29,12 +27,7 @@ from hf_illusions.simplify.proxy import (
     proxy_class,
 )
 from hf_illusions.simplify.svd import SVDSimplifier
-
-AutoConfig.register(IllusionProxyConfig.model_type, IllusionProxyConfig, exist_ok=True)
-AutoModelForCausalLM.register(IllusionProxyConfig, IllusionProxyForCausalLM, exist_ok=True)
-# The pruned-circuit proxy (model_type "illusion-circuit") registers itself on import; importing
-# it here makes circuit folders load with AutoModelForCausalLM like every other proxy.
-from hf_illusions.sparse.circuit import SparseCircuitPruner  # noqa: E402
+from hf_illusions.sparse.circuit import SparseCircuitPruner
 
 #: simplifier name → class (the names stored as ``config.simplifier``).
 SIMPLIFIERS: dict[str, type[Simplifier]] = {

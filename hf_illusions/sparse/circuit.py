@@ -68,7 +68,6 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM
 
 from hf_illusions.data.batching import pad_batch, token_budget_batches
 from hf_illusions.errors import SimplifierError
@@ -557,12 +556,6 @@ def _set_masks(nodes: dict[tuple[int, str], NodeMask], flat: torch.Tensor) -> No
     for node, part in zip(nodes.values(), _split(nodes, flat), strict=True):
         node.mask.copy_(part)
 
-
-# Registered here rather than in ``simplify/__init__`` (which imports this module so that loading
-# any proxy folder works after ``import hf_illusions.modeling``): this module imports the modeling
-# package, so whichever of the two is imported first, the registration runs once both exist.
-AutoConfig.register(IllusionCircuitConfig.model_type, IllusionCircuitConfig, exist_ok=True)
-AutoModelForCausalLM.register(IllusionCircuitConfig, IllusionCircuitForCausalLM, exist_ok=True)
 
 __all__ = [
     "NODE_KINDS",
