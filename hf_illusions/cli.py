@@ -3,6 +3,10 @@
 Errors on bad input print one readable line and exit with status 2 (``--debug``, anywhere on
 the line, shows the traceback); results are always written to files, and the paths are printed.
 Outputs that exist are only replaced with ``--overwrite``, and are checked before any work.
+A flag means the same in every command: ``--model`` the original model, ``--data`` its dataset
+folder, ``--out`` what is written, ``--overwrite`` permission to replace it. Every ``--help``
+shows each option's default; flags are spelled with underscores, and the hyphenated spelling
+(``--dry-run``) is accepted too, as transformers' ``HfArgumentParser`` does.
 """
 
 from __future__ import annotations
@@ -28,15 +32,50 @@ DEFAULT_DYCK_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / 
 DEFAULT_CODE_CHECKPOINT = DEFAULT_DYCK_CHECKPOINT.with_name("code")
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Ends each option's help with its default, unless the help already says what the default is.
+
+    Like ``ArgumentDefaultsHelpFormatter``, minus its ``(default: None)``: an option whose default is
+    ``None`` must say in words what leaving it out does (tests/test_cli_help.py checks each one).
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.required or action.default in (None, argparse.SUPPRESS) or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class RawDescriptionHelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """:class:`HelpFormatter` that keeps a multi-line description (a module docstring) as written."""
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose errors are :class:`SettingsError`: one line, no usage dump, one exit path.
 
     Plain argparse prints the whole usage block and exits from deep inside ``parse_args``;
     raising instead lets :func:`run` report flag errors exactly like every other bad input.
+    Subparsers are of this class too, so every command gets the same help and errors.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise SettingsError(f"{message} (see `{self.prog} --help`)")
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
+        args = sys.argv[1:] if args is None else args
+        return super().parse_known_args([underscored(a) for a in args], namespace)
+
+
+def underscored(arg: str) -> str:
+    """``--dry-run`` → ``--dry_run`` (also ``--repo-id=x``): both spellings of a flag work, one is listed."""
+    if not arg.startswith("--") or arg == "--":
+        return arg
+    flag, eq, value = arg.partition("=")
+    return "--" + flag[2:].replace("-", "_") + eq + value
 
 
 def positive_int(text: str) -> int:
@@ -60,18 +99,16 @@ def int_list(text: str) -> list[int]:
 
 def cmd_data_build(args: argparse.Namespace) -> None:
     if args.task == "code":
-        from hf_illusions.data.code import PRESETS
         from hf_illusions.data.code_folder import write_code_folder as write_folder
-
-        defaults = ("code-py", "code-illusions")
     else:
-        from hf_illusions.data.dyck import PRESETS
         from hf_illusions.data.hub_folder import write_dyck_folder as write_folder
+    from hf_illusions.train import task_presets
 
-        defaults = ("dyck-20-10", "dyck-illusions")
-    config, out = args.config or defaults[0], args.out or defaults[1]
-    if config not in PRESETS:
-        raise SettingsError(f"--config must be one of {sorted(PRESETS)}, got {config!r}")
+    _, data, data_config, _ = REPRODUCE_DEFAULTS[args.task]
+    config, out = args.data_config or data_config, args.out or data
+    presets = task_presets(args.task)
+    if config not in presets:
+        raise SettingsError(f"--data_config must be one of {sorted(presets)}, got {config!r}")
     check_output_path(out, args.overwrite, arg="--out")
     out = write_folder(out, config_name=config, overwrite=args.overwrite)
     print(f"wrote {out}/ (load it with datasets.load_dataset({str(out)!r}))")
@@ -170,10 +207,13 @@ def cmd_simplify(args: argparse.Namespace) -> None:
     if args.method == "sparse_circuit":
         if args.target_loss is None:
             raise SettingsError("--target_loss is required for sparse_circuit (nats per token, e.g. 2.15)")
-        if args.layers is not None:
-            raise SettingsError("--layers does not apply to sparse_circuit: it prunes nodes in every layer")
+        for flag in ("--layers", "--heads"):
+            if getattr(args, flag[2:]) is not None:
+                raise SettingsError(
+                    f"{flag} does not apply to sparse_circuit: it prunes nodes in every layer and head"
+                )
     else:
-        settings["layers"] = args.layers
+        settings |= {"layers": args.layers, "heads": args.heads}
     simplifier = make_simplifier(args.method, **settings)
     stock = _stock_model(args.model)
     if stock is not None:  # GPT-2, Llama, …: fitted on pre-tokenized rows, saved as an adapter
@@ -500,7 +540,7 @@ def cmd_push(args: argparse.Namespace) -> None:
         default = f"code_{args.kind}"  # a code model or dataset has its own Hub repository
     repo_id = args.repo_id or HUB_REPO_IDS.get(default)
     if repo_id is None:
-        raise SettingsError(f"--repo-id is required for `push {args.kind}` (e.g. you/{Path(args.path).name})")
+        raise SettingsError(f"--repo_id is required for `push {args.kind}` (e.g. you/{Path(args.path).name})")
     plan = push_folder(
         args.kind,
         args.path,
@@ -516,7 +556,11 @@ def cmd_push(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from hf_illusions import __version__
+    from hf_illusions.simplify import SIMPLIFIERS  # imported with the package anyway (registration)
+
     parser = ArgumentParser(prog="hf-illusions", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--debug", action="store_true", help="show tracebacks on errors (anywhere on the line)"
     )
@@ -526,16 +570,22 @@ def build_parser() -> argparse.ArgumentParser:
         dest="data_command", required=True
     )
     build = data.add_parser("build", help="build a Hub-style dataset folder")
-    build.add_argument("task", choices=["dyck", "code"])
+    build.add_argument("task", choices=sorted(REPRODUCE_DEFAULTS), help="which dataset")
     build.add_argument(
-        "--config", default=None, help="preset: dyck-20-10 (paper) or tiny; code: code-py (default) or tiny"
+        "--data_config",
+        default=None,
+        help="preset: dyck-20-10 (the paper's) or tiny; code-py or tiny for code "
+        "(default: dyck-20-10 / code-py)",
     )
-    build.add_argument("--out", default=None, help="default: dyck-illusions / code-illusions")
-    build.add_argument("--overwrite", action="store_true")
+    build.add_argument("--config", dest="data_config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    build.add_argument(
+        "--out", default=None, help="folder to write (default: dyck-illusions / code-illusions)"
+    )
+    build.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     build.set_defaults(func=cmd_data_build)
     verify = data.add_parser("verify", help="re-derive every split property from the stored tokens")
-    verify.add_argument("path")
-    verify.add_argument("--out", help="also write the report as JSON here")
+    verify.add_argument("path", help="a dataset folder written by `data build` (Dyck or code)")
+    verify.add_argument("--out", help="also write the report as JSON here (default: print only)")
     verify.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     verify.set_defaults(func=cmd_data_verify)
     sources = data.add_parser(
@@ -546,30 +596,34 @@ def build_parser() -> argparse.ArgumentParser:
     sources.add_argument("--out", required=True, help="folder to install them into (pip --target)")
     sources.set_defaults(func=cmd_data_sources)
 
-    train = sub.add_parser("train", help="train a model (flags as scripts/train.py --help)", add_help=False)
+    train = sub.add_parser(
+        "train", help="train a model (`hf-illusions train --help` lists its flags)", add_help=False
+    )
     train.set_defaults(func=cmd_train, passthrough=True)
 
     simplify = sub.add_parser("simplify", help="fit a simplifier and save the proxy model")
+    simplify.add_argument("method", choices=list(SIMPLIFIERS), help="which simplifier")
+    add_model_and_data(simplify, "the original model: ours, or any transformers causal LM (folder or Hub id)")
+    simplify.add_argument("--rank", type=positive_int, default=8, help="svd: kept query/key directions")
     simplify.add_argument(
-        "method", choices=["svd", "kmeans", "onehot", "interaction_basis", "sparse_circuit"]
+        "--k", type=positive_int, default=16, help="kmeans: clusters; interaction_basis: kept directions"
     )
-    simplify.add_argument("--model", default=str(DEFAULT_DYCK_CHECKPOINT))
-    simplify.add_argument("--data", default="dyck-illusions")
-    simplify.add_argument("--rank", type=positive_int, default=8)
+    add_layers_and_heads(simplify)
     simplify.add_argument(
-        "--k", type=positive_int, default=16, help="k-means clusters / interaction-basis directions"
+        "--target_loss",
+        type=float,
+        default=None,
+        help="sparse_circuit (required there): largest next-token loss allowed, nats per token",
     )
-    simplify.add_argument("--layers", type=int_list, default=None, help="e.g. 0,1 (default: all)")
     simplify.add_argument(
-        "--target_loss", type=float, default=None, help="sparse_circuit: largest next-token loss allowed"
+        "--n_sequences", type=positive_int, default=1000, help="sequences of --fit_split to fit on"
     )
-    simplify.add_argument("--n_sequences", type=positive_int, default=1000)
     simplify.add_argument("--fit_split", default="train", help="split of --data the simplifier is fitted on")
     simplify.add_argument(
         "--base_model", help="stock models: Hub id recorded in the adapter (default: --model as given)"
     )
-    simplify.add_argument("--out", required=True)
-    simplify.add_argument("--overwrite", action="store_true")
+    simplify.add_argument("--out", required=True, help="folder the proxy is saved to")
+    simplify.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     simplify.set_defaults(func=cmd_simplify)
 
     evaluate = sub.add_parser(
@@ -583,16 +637,22 @@ def build_parser() -> argparse.ArgumentParser:
             "and write results.json, README.md and plots to the folder --out."
         ),
     )
-    evaluate.add_argument("--model", default=str(DEFAULT_DYCK_CHECKPOINT))
-    evaluate.add_argument("--proxy", action="append", default=[], help="proxy folder (repeatable)")
-    evaluate.add_argument("--data", default="dyck-illusions")
+    add_model_and_data(evaluate, "the original model (with --simplifier: any causal LM, folder or Hub id)")
+    evaluate.add_argument(
+        "--proxy", action="append", default=[], help="a saved proxy folder (repeatable; default: none)"
+    )
     evaluate.add_argument(
         "--splits",
         type=lambda s: s.split(","),
         default=None,
         help="comma-separated (default: test_* splits; with --simplifier every split but --fit_split)",
     )
-    evaluate.add_argument("--max_sentences", type=positive_int, default=None)
+    evaluate.add_argument(
+        "--max_sentences",
+        type=positive_int,
+        default=None,
+        help="score only the first N sentences of each split (default: all)",
+    )
     evaluate.add_argument(
         "--out",
         default=None,
@@ -600,22 +660,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     own = evaluate.add_argument_group("your own model and text (with --simplifier)")
-    own.add_argument("--simplifier", choices=["svd", "kmeans", "onehot"], default=None)
-    own.add_argument("--rank", type=positive_int, default=None, help="svd: kept query/key directions")
-    own.add_argument("--k", type=positive_int, default=None, help="kmeans: clusters")
-    own.add_argument("--layers", type=int_list, default=None, help="e.g. 0,1 (default: all)")
-    own.add_argument("--heads", type=int_list, default=None, help="e.g. 0,2 (default: all)")
-    own.add_argument("--text_column", default="text", help="column holding the text (default: text)")
+    own.add_argument(
+        "--simplifier",
+        choices=["svd", "kmeans", "onehot"],
+        default=None,
+        help="fit this simplifier on --data's text (default: none, evaluate saved --proxy folders)",
+    )
+    own.add_argument(
+        "--rank", type=positive_int, default=None, help="svd: kept query/key directions (required there)"
+    )
+    own.add_argument("--k", type=positive_int, default=None, help="kmeans: clusters (required there)")
+    add_layers_and_heads(own)
+    own.add_argument("--text_column", default="text", help="column holding the text")
     own.add_argument("--fit_split", default="train", help="split the simplifier is fitted on")
     own.add_argument(
         "--reference", default=None, help="split gaps are taken against (default: first of --splits)"
     )
     own.add_argument("--window", type=positive_int, default=128, help="tokens per window, BOS included")
-    own.add_argument("--max_windows", type=positive_int, default=None, help="seeded sample per split")
+    own.add_argument(
+        "--max_windows", type=positive_int, default=None, help="seeded sample per split (default: all)"
+    )
     own.add_argument("--n_fit", type=positive_int, default=1000, help="most --fit_split windows to fit on")
     own.add_argument("--seed", type=int, default=0, help="seed of the window samples and the fit")
     own.add_argument("--no_bos", action="store_true", help="do not start windows with the BOS token")
-    own.add_argument("--save_proxy", default=None, help="also save the fitted proxy (an adapter) here")
+    own.add_argument(
+        "--save_proxy", default=None, help="also save the fitted proxy (an adapter) here (default: don't)"
+    )
     own.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, mps")
     own.add_argument(
         "--dtype",
@@ -628,16 +698,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--device_map",
         default=None,
         help="for a model larger than one device: auto (or balanced, sequential, a device) spreads its "
-        "layers over the GPUs as it loads (accelerate); not with --device",
+        "layers over the GPUs as it loads (accelerate); not with --device (default: one device)",
     )
     evaluate.set_defaults(func=cmd_evaluate)
 
     reproduce = sub.add_parser("reproduce", help="data -> model -> simplifiers -> faithfulness report")
-    reproduce.add_argument("task", choices=sorted(REPRODUCE_DEFAULTS))
-    reproduce.add_argument("--model", default=None, help="default: checkpoints/<task>")
-    reproduce.add_argument("--data", default=None, help="default: dyck-illusions / code-illusions")
-    reproduce.add_argument("--data_config", default=None, help="preset built when --data is missing")
-    reproduce.add_argument("--out", default=None, help="default: reports/<task>")
+    reproduce.add_argument("task", choices=sorted(REPRODUCE_DEFAULTS), help="which study")
+    reproduce.add_argument("--model", default=None, help="the original model (default: checkpoints/<task>)")
+    reproduce.add_argument(
+        "--data",
+        default=None,
+        help="dataset folder, built when missing (default: dyck-illusions / code-illusions)",
+    )
+    reproduce.add_argument(
+        "--data_config",
+        default=None,
+        help="preset built when --data is missing (default: dyck-20-10 / code-py)",
+    )
+    reproduce.add_argument(
+        "--out", default=None, help="report folder; an existing one is resumed (default: reports/<task>)"
+    )
     reproduce.add_argument(
         "--simplifiers",
         type=lambda text: text.split(","),
@@ -683,59 +763,114 @@ def build_parser() -> argparse.ArgumentParser:
     )
     findings.add_argument("--summary", default="reports/summary", help="compact summaries (committed)")
     findings.add_argument("--out", default="reports/findings", help="the across-seed report")
-    findings.add_argument("--readme", default=None, help="rewrite this README's generated results block")
+    findings.add_argument(
+        "--readme", default=None, help="rewrite this README's generated results block (default: none)"
+    )
     findings.set_defaults(func=cmd_findings)
 
     cards = sub.add_parser("card", help="render a card (README.md with Hub metadata) from results")
     kinds = cards.add_subparsers(dest="card_kind", required=True)
     card = kinds.add_parser("model", help="measure a checkpoint and render its model card")
-    card.add_argument("path")
+    card.add_argument("path", help="the model folder the card is written into")
     card.add_argument(
         "--data", default="dyck-illusions", help="dyck-illusions or code-illusions folder (picks the card)"
     )
-    card.add_argument("--results", help="render from this eval_results.json instead of measuring")
-    card.add_argument("--run", help="the training output_dir (train_args.json, metrics.jsonl)")
+    card.add_argument(
+        "--results", help="render from this eval_results.json instead of measuring (default: measure)"
+    )
+    card.add_argument(
+        "--run",
+        help="the training output_dir (train_args.json, metrics.jsonl) (default: no training details)",
+    )
     card.add_argument(
         "--command", default=None, help="the training command (default: scripts/train.py --task <task>)"
     )
-    card.add_argument("--wall-time", "--wall_time", dest="wall_time", default="unknown")
+    card.add_argument("--wall_time", default="unknown", help="how long training took, as written on the card")
     card.add_argument(
-        "--max-sentences", "--max_sentences", dest="max_sentences", type=positive_int, default=None,
+        "--max_sentences",
+        type=positive_int,
+        default=None,
         help="measure on a seeded sample of N per split (by package for code; default: all)",
-    )  # fmt: skip
+    )
     card.set_defaults(func=cmd_card)
     card = kinds.add_parser("dataset", help="re-render a dataset folder's card from its files")
-    card.add_argument("path", nargs="?", default="dyck-illusions")
+    card.add_argument("path", nargs="?", default="dyck-illusions", help="the dataset folder")
     card.set_defaults(func=cmd_card_dataset)
     card = kinds.add_parser("proxy", help="render a proxy's card from evaluate/reproduce results")
-    card.add_argument("path")
-    card.add_argument("--results", help="`hf-illusions evaluate` JSON or a report's results.json")
+    card.add_argument("path", help="the proxy folder the card is written into")
+    card.add_argument(
+        "--results",
+        help="`hf-illusions evaluate` JSON or a report's results.json "
+        "(default: measure with --model on --data)",
+    )
     card.add_argument("--name", help="the proxy's name in --results (default: the folder name)")
-    card.add_argument("--model", default=str(DEFAULT_DYCK_CHECKPOINT), help="original, when measuring")
+    card.add_argument(
+        "--model", default=str(DEFAULT_DYCK_CHECKPOINT), help="the original model, when measuring"
+    )
     card.add_argument("--data", default="dyck-illusions", help="dataset folder, when measuring")
-    card.add_argument("--max_sentences", type=positive_int, default=None)
+    card.add_argument(
+        "--max_sentences",
+        type=positive_int,
+        default=None,
+        help="measure on a seeded sample of N per split (default: all)",
+    )
     card.add_argument("--base_model", help="Hub id of the original (default: the project's model)")
     card.set_defaults(func=cmd_card_proxy)
     card = kinds.add_parser("metric", help="write the faithfulness metric's Space folder around its card")
-    card.add_argument("--out", default="faithfulness-metric")
-    card.add_argument("--overwrite", action="store_true")
+    card.add_argument("--out", default="faithfulness-metric", help="folder to write")
+    card.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     card.set_defaults(func=cmd_card_metric)
     card = kinds.add_parser("space", help="render the Space's card and copy the report's plot into it")
-    card.add_argument("path", nargs="?", default=str(Path(__file__).resolve().parents[1] / "spaces_app"))
-    card.add_argument("--report", help="a `reproduce` output folder (results.json, gap.png)")
+    card.add_argument(
+        "path",
+        nargs="?",
+        default=str(Path(__file__).resolve().parents[1] / "spaces_app"),
+        help="the Space folder",
+    )
+    card.add_argument(
+        "--report", help="a `reproduce` output folder (results.json, gap.png) (default: the card only)"
+    )
     card.set_defaults(func=cmd_card_space)
 
     push = sub.add_parser("push", help="upload a checked folder to the Hub (upload_folder)")
-    push.add_argument("kind", choices=["model", "proxy", "dataset", "space", "metric"])
-    push.add_argument("path")
-    push.add_argument("--repo-id", "--repo_id", dest="repo_id", help="namespace/name (default per kind)")
-    push.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true", help="only list files")
-    push.add_argument("--private", action="store_true")
+    push.add_argument(
+        "kind", choices=["model", "proxy", "dataset", "space", "metric"], help="what the folder holds"
+    )
+    push.add_argument("path", help="the folder to upload")
+    push.add_argument("--repo_id", help="namespace/name (default: the project's repository of that kind)")
+    push.add_argument("--dry_run", action="store_true", help="only check and list the files")
+    push.add_argument("--private", action="store_true", help="create the repository private")
     push.add_argument("--token", help="Hub token (default: HF_TOKEN or the saved login)")
     push.add_argument("--revision", help="branch to commit to (default: main)")
-    push.add_argument("--commit-message", "--commit_message", dest="commit_message")
+    push.add_argument(
+        "--commit_message", help="the commit's message (default: Upload <kind> with hf-illusions)"
+    )
     push.set_defaults(func=cmd_push)
     return parser
+
+
+def add_model_and_data(parser: argparse.ArgumentParser, model_help: str) -> None:
+    """``--model`` and ``--data``, with the same defaults wherever a command fits or scores a model."""
+    parser.add_argument("--model", default=str(DEFAULT_DYCK_CHECKPOINT), help=model_help)
+    parser.add_argument(
+        "--data", default="dyck-illusions", help="dataset folder (or Hub id) the model is fitted / scored on"
+    )
+
+
+def add_layers_and_heads(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--layers`` and ``--heads``, passed as ``layers=`` / ``heads=`` to the simplifier."""
+    parser.add_argument(
+        "--layers",
+        type=int_list,
+        default=None,
+        help="comma-separated layers to simplify, e.g. 0,1 (default: all)",
+    )
+    parser.add_argument(
+        "--heads",
+        type=int_list,
+        default=None,
+        help="comma-separated heads to simplify in each of --layers, e.g. 0,2 (default: all)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

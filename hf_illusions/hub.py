@@ -73,7 +73,7 @@ class PushPlan:
         return sum((self.folder / f).stat().st_size for f in self.files)
 
     def describe(self) -> str:
-        """Human-readable listing (what ``--dry-run`` prints)."""
+        """Human-readable listing (what ``--dry_run`` prints)."""
         lines = [f"{self.kind} {self.folder} -> {self.repo_type} {self.repo_id} ({len(self.files)} files)"]
         lines += [f"  {f}  ({(self.folder / f).stat().st_size:,} bytes)" for f in self.files]
         lines.append(f"  total {self.total_bytes:,} bytes")
@@ -249,7 +249,7 @@ def plan_push(kind: str, folder: str | Path, repo_id: str) -> PushPlan:
     if kind not in CHECKS:
         raise PushError(f"kind must be one of {sorted(CHECKS)}, got {kind!r}")
     if "/" not in repo_id or repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise PushError(f"--repo-id must look like 'namespace/name', got {repo_id!r}")
+        raise PushError(f"--repo_id must look like 'namespace/name', got {repo_id!r}")
     folder = Path(folder)
     if not folder.is_dir():
         raise PushError(f"{str(folder)!r} is not a folder")
@@ -284,7 +284,7 @@ def push_folder(
     if dry_run:
         return plan
     if constants.is_offline_mode():
-        raise PushError("offline mode is on (HF_HUB_OFFLINE=1): unset it to push, or use --dry-run to list")
+        raise PushError("offline mode is on (HF_HUB_OFFLINE=1): unset it to push, or use --dry_run to list")
     api = HfApi(endpoint=endpoint, token=token)
     try:
         url = api.create_repo(

@@ -20,6 +20,7 @@ runs), see :func:`restore_state`.
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import math
@@ -27,9 +28,9 @@ import pickle
 import re
 import shutil
 import time
-from argparse import RawDescriptionHelpFormatter
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -88,44 +89,59 @@ TASK_DEFAULTS: dict[str, dict[str, object]] = {
 }
 
 
+def arg(default: object, help_text: str) -> Any:
+    """A :class:`TrainArgs` field whose ``--help`` text travels with it (as in ``TrainingArguments``)."""
+    return field(default=default, metadata={"help": help_text})
+
+
+#: the names every other command uses for the same things (``--data``, ``--out``, ``--overwrite``)
+FLAG_ALIASES = {"dataset_dir": "--data", "output_dir": "--out", "overwrite_output_dir": "--overwrite"}
+
+
 @dataclass
 class TrainArgs:
     """Every setting of a run; ``None`` means the task's default (:data:`TASK_DEFAULTS`)."""
 
-    task: str = "dyck"
-    dataset_dir: str | None = None
-    data_config: str | None = None  # preset built into dataset_dir when it is missing
-    output_dir: str | None = None
+    task: str = arg("dyck", "dyck (bracket languages) or code (Python characters)")
+    dataset_dir: str | None = arg(None, "dataset folder, built from --data_config when missing")
+    data_config: str | None = arg(None, "preset built into --dataset_dir when it is missing")
+    output_dir: str | None = arg(None, "run folder: checkpoints, metrics.jsonl, final model")
     # model
-    architecture: str = "illusion"  # "illusion" (ours), "llama" or "gpt2" (transformers' own classes)
-    d_model: int | None = None
-    n_layer: int = 2
-    n_head: int | None = None
-    d_mlp: int | None = None
-    n_positions: int | None = None
-    attn_implementation: str = "sdpa"
+    architecture: str = arg("illusion", "illusion (ours), or transformers' own llama or gpt2 classes")
+    d_model: int | None = arg(None, "residual stream width")
+    n_layer: int = arg(2, "transformer blocks")
+    n_head: int | None = arg(None, "attention heads per layer")
+    d_mlp: int | None = arg(None, "MLP hidden width (0: attention-only, --architecture illusion)")
+    n_positions: int | None = arg(None, "longest sequence, BOS included")
+    attn_implementation: str = arg("sdpa", "attention kernel while training: sdpa or eager")
     # optimisation
-    max_steps: int | None = None
-    max_batch_tokens: int | None = None  # padded tokens per *global* batch
-    learning_rate: float = 2e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 300
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    seed: int = 0
+    max_steps: int | None = arg(None, "optimizer steps")
+    max_batch_tokens: int | None = arg(None, "padded tokens per *global* batch (all processes)")
+    learning_rate: float = arg(2e-3, "peak AdamW learning rate")
+    min_lr_ratio: float = arg(0.1, "final learning rate of the cosine schedule, as a fraction of the peak")
+    warmup_steps: int = arg(300, "linear warm-up steps")
+    weight_decay: float = arg(0.01, "AdamW weight decay")
+    max_grad_norm: float = arg(1.0, "gradient clipping norm")
+    seed: int = arg(0, "seed of initialisation and of every batch (a pure function of seed and step)")
     # weight sparsity (Gao et al. 2025): after every optimizer step keep only the largest-magnitude
     # entries of each block weight matrix; the kept fraction anneals from 1 to 1 - weight_sparsity
-    weight_sparsity: float = 0.0  # fraction of each matrix's entries that end up zero
-    sparsity_anneal_steps: int | None = None  # steps of the linear anneal (None: half of max_steps)
-    min_nonzero_per_row: int = 4  # floor of kept entries per output row, so no unit goes dead
+    weight_sparsity: float = arg(0.0, "fraction of each block weight matrix's entries that end up zero")
+    sparsity_anneal_steps: int | None = arg(
+        None, "steps of the linear sparsity anneal (default: half of --max_steps)"
+    )
+    min_nonzero_per_row: int = arg(4, "floor of kept entries per output row, so no unit goes dead")
     # bookkeeping
-    eval_every: int = 1000
-    eval_sentences: int = 500  # per split, for the periodic evaluation
-    save_every: int = 1000
-    log_every: int = 100
-    resume_from_checkpoint: str | None = None  # a checkpoint folder, or "latest"
-    overwrite_output_dir: bool = False  # start over in an output_dir that already holds a run
-    report_to: str = "auto"  # "auto" = trackio/tensorboard when installed, "none", or a tracker name
+    eval_every: int = arg(1000, "steps between evaluations on every split")
+    eval_sentences: int = arg(500, "sentences per split in each periodic evaluation")
+    save_every: int = arg(1000, "steps between checkpoints")
+    log_every: int = arg(100, "steps between loss / throughput lines")
+    resume_from_checkpoint: str | None = arg(
+        None, "a checkpoint folder, or latest (default: start from step 0)"
+    )
+    overwrite_output_dir: bool = arg(False, "start over in an --output_dir that already holds a run")
+    report_to: str = arg(
+        "auto", f"tracker: auto (trackio/tensorboard when installed), none, or one of {list(TRACKERS[2:])}"
+    )
 
     def __post_init__(self) -> None:
         """Fill the task's defaults, then reject impossible settings, naming the flag (SettingsError)."""
@@ -188,19 +204,29 @@ class TrainArgs:
             raise SettingsError(f"--report_to must be one of {list(TRACKERS)}, got {self.report_to!r}")
 
     @classmethod
-    def parse(cls, argv: list[str] | None = None) -> TrainArgs:
-        from hf_illusions.cli import ArgumentParser  # one-line errors, like every other command
+    def parser(cls) -> argparse.ArgumentParser:
+        """The parser of ``hf-illusions train`` and ``scripts/train.py``: a flag per field, help included."""
+        from hf_illusions.cli import ArgumentParser, RawDescriptionHelpFormatter  # one-line errors
 
         parser = ArgumentParser(
             prog="hf-illusions train", description=__doc__, formatter_class=RawDescriptionHelpFormatter
         )
         for f in fields(cls):
+            names = [f"--{f.name}", *([FLAG_ALIASES[f.name]] if f.name in FLAG_ALIASES else [])]
+            help_text = f.metadata["help"]
+            if f.default is None and f.name in TASK_DEFAULTS["dyck"]:
+                per_task = ", ".join(f"{task} {values[f.name]}" for task, values in TASK_DEFAULTS.items())
+                help_text = f"{help_text} (default per --task: {per_task})"
             if str(f.type) == "bool":
-                parser.add_argument(f"--{f.name}", action="store_true")
+                parser.add_argument(*names, dest=f.name, action="store_true", help=help_text)
                 continue
             kind = {"int": int, "float": float}.get(str(f.type).removesuffix(" | None"), str)
-            parser.add_argument(f"--{f.name}", type=kind, default=f.default)
-        return cls(**vars(parser.parse_args(argv)))
+            parser.add_argument(*names, dest=f.name, type=kind, default=f.default, help=help_text)
+        return parser
+
+    @classmethod
+    def parse(cls, argv: list[str] | None = None) -> TrainArgs:
+        return cls(**vars(cls.parser().parse_args(argv)))
 
 
 def task_presets(task: str) -> dict:

@@ -548,7 +548,7 @@ CLI_CASES = [
         EVAL.replace("{r}/e.json", "/proc/e.json"),
         "'/proc/e.json' is not writable",
     ),
-    ("build_config_typo", "data build dyck --config dyck-2010 --out {r}/d", "--config must be one of"),
+    ("build_config_typo", "data build dyck --data_config dyck20 --out {r}/d", "--data_config must be one of"),
     ("build_out_exists", "data build dyck --config tiny --out {d}", "--out '{d}' already exists"),
     ("build_task_unknown", "data build cobol", "argument task: invalid choice: 'cobol'"),
     ("verify_missing", "data verify {r}/nodata", "dataset folder '{r}/nodata' does not exist"),
@@ -612,7 +612,7 @@ def test_existing_outputs_are_untouched_and_replaced_only_with_overwrite(ws, cap
 
 
 def test_debug_re_raises_the_specific_exception(ws, capsys):
-    with pytest.raises(SettingsError, match="--config must be one of"):
+    with pytest.raises(SettingsError, match="--data_config must be one of"):
         main(["--debug", "data", "build", "dyck", "--config", "nope"])
     with pytest.raises(CheckpointError, match="does not exist"):  # --debug may come anywhere
         main(["evaluate", "--model", str(ws.root / "nope"), "--data", str(ws.data), "--debug"])

@@ -316,7 +316,7 @@ def test_a_bad_token_fails_with_one_line(hub, model_dir):
 
 
 def test_offline_mode_refuses_to_push_but_allows_dry_runs(model_dir):
-    with pytest.raises(PushError, match=r"offline mode is on \(HF_HUB_OFFLINE=1\).*--dry-run"):
+    with pytest.raises(PushError, match=r"offline mode is on \(HF_HUB_OFFLINE=1\).*--dry_run"):
         push_folder("model", model_dir, "someone/tiny-dyck")
 
 
@@ -357,7 +357,7 @@ def test_a_dataset_card_must_name_files_that_exist(tiny_dyck_dir, tmp_path):
     (folder / "data" / "test_iid.parquet").unlink()
     with pytest.raises(PushError, match=r"missing \['data/test_iid.parquet'\]"):
         plan_push("dataset", folder, "someone/dyck")
-    with pytest.raises(PushError, match="--repo-id must look like 'namespace/name'"):
+    with pytest.raises(PushError, match="--repo_id must look like 'namespace/name'"):
         plan_push("dataset", tiny_dyck_dir, "dyck")
 
 
