@@ -2,7 +2,7 @@
 
 ```python
 proxy = SVDSimplifier(rank=8, layers=[0, 1]).fit(model, ds["train"].select(range(1000)))
-proxy.save_pretrained("proxy-svd8")   # reloads with AutoModelForCausalLM once this is imported
+proxy.save_pretrained("proxy-svd8")   # reloads with AutoModelForCausalLM after `import hf_illusions`
 ```
 
 ``model`` may also be any transformers model whose attention goes through the attention
