@@ -58,7 +58,7 @@ reproduce: install data
 # models were trained on (checked against their training_data.json by `reproduce`).
 CODE_SOURCES := $(VENV)/code-sources
 data: install
-	test -f dyck-illusions/README.md || $(RUN) data build dyck --config dyck-20-10 --out dyck-illusions
+	test -f dyck-illusions/README.md || $(RUN) data build dyck --data_config dyck-20-10 --out dyck-illusions
 	test -f code-illusions/README.md || { $(RUN) data sources --out $(CODE_SOURCES) && \
 		HF_ILLUSIONS_CODE_SOURCES=$(CODE_SOURCES) $(RUN) data build code --out code-illusions; }
 
