@@ -68,7 +68,7 @@ def write_space_card(
         assets.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(report_dir / SPACE_PLOT, assets / SPACE_PLOT)
         summary = report_summary(
-            json.loads((report_dir / "results.json").read_text()), portable_path(report_dir)
+            json.loads((report_dir / "results.json").read_text()), portable_path(report_dir, space_dir)
         )
         (assets / SPACE_SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
     summary_file = assets / SPACE_SUMMARY
