@@ -251,7 +251,7 @@ def evaluate_own_model(
     from hf_illusions.evaluation import sentence_sums
     from hf_illusions.intervals import gap, merge_intervals, split_intervals
     from hf_illusions.own_report import write_outputs
-    from hf_illusions.paths import check_output_path
+    from hf_illusions.paths import check_output_path, portable_path
     from hf_illusions.simplify.proxy import refuse_offloaded
     from hf_illusions.statistics import N_RESAMPLES
 
@@ -324,9 +324,9 @@ def evaluate_own_model(
     results = _clean(
         {
             "task": "lm",
-            "model": model_name,
+            "model": portable_path(model_name, out),
             "model_type": loaded.config.model_type,
-            "data": data if isinstance(data, (str, Path)) else type(data).__name__,
+            "data": portable_path(data, out) if isinstance(data, (str, Path)) else type(data).__name__,
             "settings": {
                 "text_column": text_column,
                 "fit_split": fit_split,

@@ -10,10 +10,11 @@ instead of ``test_iid``, and the group ``all`` (plus one group per label) instea
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
-from hf_illusions.report import _legend_below, _pyplot, _save
+from hf_illusions.report_plots import legend_below, save_figure, subplots
 from hf_illusions.report_stats import with_ci
 from hf_illusions.statistics import verdict
 
@@ -115,10 +116,10 @@ def _points(ax, labels: list[str], series: Mapping[str, list[Mapping]]) -> None:
     ax.grid(alpha=0.3)
 
 
-def plot_faithfulness(results: Mapping, path: str | Path, group: str = "all") -> Path:
+def faithfulness_figure(results: Mapping, group: str = "all") -> Any:
     """Output JSD and agreement of every proxy per split, with 95 % interval error bars."""
     splits = list(results["splits"])
-    fig, axes = _pyplot().subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = subplots(2, (11, 4.2))
     for ax, metric in zip(axes, ("jsd", "agreement"), strict=True):
         series = {}
         for proxy in results["proxies"]:
@@ -126,24 +127,29 @@ def plot_faithfulness(results: Mapping, path: str | Path, group: str = "all") ->
             series[proxy] = [{"value": e.get(metric), "ci": (e.get("ci") or {}).get(metric)} for e in entries]
         _points(ax, splits, series)
         ax.set_title(f"{'output JSD (base 2)' if metric == 'jsd' else 'agreement'} — {group} positions")
-    _legend_below(fig, axes[0])
+    legend_below(fig, axes[0])
     fig.suptitle("Proxy vs original per split (95 % intervals)")
-    return _save(fig, path)
+    return fig
 
 
-def plot_gaps(results: Mapping, path: str | Path, group: str = "all") -> Path:
+def gaps_figure(results: Mapping, group: str = "all") -> Any:
     """JSD and agreement gap of every non-reference split against the reference, with intervals."""
     gaps = results.get("gaps") or {}
     ood = list(next(iter(gaps.values()), {}))
-    fig, axes = _pyplot().subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = subplots(2, (11, 4.2))
     for ax, metric in zip(axes, ("jsd", "agreement"), strict=True):
         series = {p: [(per[s].get(group) or {}).get(metric) or {} for s in ood] for p, per in gaps.items()}
         _points(ax, ood, series)
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_title(f"{metric}(split) − {metric}({results['settings']['reference_split']})")
-    _legend_below(fig, axes[0])
+    legend_below(fig, axes[0])
     fig.suptitle(f"Generalization gap — {group} positions (95 % intervals)")
-    return _save(fig, path)
+    return fig
+
+
+def own_figures(results: Mapping) -> dict[str, Callable[[], Any]]:
+    """``{file name: builder}`` of the report's figures (:data:`PLOTS`)."""
+    return {PLOTS[0]: lambda: faithfulness_figure(results), PLOTS[1]: lambda: gaps_figure(results)}
 
 
 def write_outputs(results: dict, sums: dict, out: str | Path) -> Path:
@@ -162,8 +168,8 @@ def write_own_report(results: Mapping, out_dir: str | Path) -> Path:
     """Write ``README.md`` and the plots into ``out_dir``; returns the README path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plot_faithfulness(results, out_dir / PLOTS[0])
-    plot_gaps(results, out_dir / PLOTS[1])
+    for name, figure in own_figures(results).items():
+        save_figure(figure(), out_dir / name)
     groups = results["evaluation"]["groups"]
     parts = [_header(results), "![faithfulness per split](faithfulness_per_split.png)\n\n![gap](gap.png)"]
     for proxy in results["proxies"]:
@@ -180,9 +186,10 @@ def write_own_report(results: Mapping, out_dir: str | Path) -> Path:
 __all__ = [
     "PLOTS",
     "RESULTS_NAME",
+    "faithfulness_figure",
     "gap_table",
-    "plot_faithfulness",
-    "plot_gaps",
+    "gaps_figure",
+    "own_figures",
     "split_table",
     "write_outputs",
     "write_own_report",

@@ -15,6 +15,8 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from hf_illusions.statistics import verdict
+
 ORIGINAL = "original"
 IID_SPLIT = "test_iid"
 #: keys of a model's per-split results that are not position groups
@@ -32,6 +34,15 @@ FAMILY_TITLES = {
 }
 PLOTS = ("jsd_vs_rank.png", "agreement_vs_rank.png", "accuracy_per_split.png", "gap.png")
 CODE_PLOTS = ("jsd_per_type.png", "gap_per_type.png")
+#: alt text of each plot in the report's README
+FIGURE_TITLES = {
+    "jsd_vs_rank.png": "output JSD vs rank",
+    "agreement_vs_rank.png": "agreement vs rank",
+    "accuracy_per_split.png": "accuracy per split",
+    "gap.png": "generalization gap",
+    "jsd_per_type.png": "JSD per type",
+    "gap_per_type.png": "gap per type",
+}
 SCORING = {
     "dyck": "Accuracy of the argmax among closing brackets (Murty et al.'s scoring).",
     "code": "Accuracy of the full-vocabulary argmax for the next character, per prediction type.",
@@ -371,8 +382,12 @@ def _monotone(xs: Sequence[float], decreasing: bool, tol: float = 1e-9) -> bool:
     return all((b <= a + tol) if decreasing else (b >= a - tol) for a, b in itertools.pairwise(xs))
 
 
-def findings(results: Mapping, group: str | None = None) -> list[str]:
-    """Measured statements for the report's findings paragraph — computed, never asserted a priori."""
+def findings(results: Mapping, group: str | None = None) -> list[tuple[str, str]]:
+    """Measured facts beside the paper's findings, as ``(fact, value)`` rows — computed, never asserted.
+
+    These rest on point estimates (means over proxies, counts of splits), so they carry no verdict;
+    the claims that need one are in :func:`hf_illusions.report_stats.findings_section`.
+    """
     group = group or headline(results)[0]
     out = []
     ood = ood_splits(results)
@@ -381,13 +396,17 @@ def findings(results: Mapping, group: str | None = None) -> list[str]:
         mean_gap = {s: _mean([g[s]["jsd"] for g in gaps.values()]) for s in ood}
         worst = max(mean_gap, key=lambda s: -math.inf if math.isnan(mean_gap[s]) else mean_gap[s])
         pairs = [g[s]["jsd"] for g in gaps.values() for s in ood if not math.isnan(g[s]["jsd"])]
-        out.append(
-            f"Averaged over {len(gaps)} {'proxy' if len(gaps) == 1 else 'proxies'}, the largest "
-            f"output-JSD gap over `{IID_SPLIT}` "
-            f"(`{group}` positions) is on `{worst}` ({_jsd(mean_gap[worst], signed=True)}); "
-            f"{sum(x > 0 for x in pairs)} of {len(pairs)} proxy × OOD-split pairs are less faithful "
-            "(higher JSD) than in distribution."
-        )
+        n = f"{len(gaps)} {'proxy' if len(gaps) == 1 else 'proxies'}"
+        out += [
+            (
+                f"OOD split with the largest output-JSD gap over `{IID_SPLIT}` (`{group}`, mean over {n})",
+                f"`{worst}` ({_jsd(mean_gap[worst], signed=True)})",
+            ),
+            (
+                "proxy × OOD-split pairs less faithful (higher JSD) than in distribution",
+                f"{sum(x > 0 for x in pairs)} of {len(pairs)}",
+            ),
+        ]
     fams = families(results)
     for family, param in (("svd", "rank"), ("kmeans", "k")):
         names = fams.get(family, [])
@@ -401,12 +420,20 @@ def findings(results: Mapping, group: str | None = None) -> list[str]:
         others = [s for s in splits_of(results) if s not in mono]
         tail = f" (not on {', '.join(f'`{s}`' for s in others)})" if others else ""
         out.append(
-            f"{FAMILY_TITLES[family].split(' (')[0]} output JSD decreases monotonically with {param} on "
-            f"{len(mono)} of {len(splits_of(results))} splits{tail}."
+            (
+                f"splits where {FAMILY_TITLES[family].split(' (')[0]} output JSD decreases monotonically "
+                f"with {param}",
+                f"{len(mono)} of {len(splits_of(results))}{tail}",
+            )
         )
     if results.get("task") == "code":
         out += type_findings(results)
     return out
+
+
+def facts_table(facts: Sequence[tuple[str, str]]) -> str:
+    """``## Other measured facts``: one row per fact from :func:`findings`."""
+    return "## Other measured facts\n\n" + (_table(["measured fact", "value"], facts) if facts else "None.")
 
 
 #: a type is ranked only where it has at least this many characters in both splits compared
@@ -439,7 +466,7 @@ def type_gaps(results: Mapping, name: str, split: str) -> dict[str, float]:
     return dict(sorted(gaps.items(), key=lambda item: -item[1]))
 
 
-def type_findings(results: Mapping) -> list[str]:
+def type_findings(results: Mapping) -> list[tuple[str, str]]:
     """Does ``identifier_repeat`` show the largest gap (the paper's code finding)? Counted, not assumed."""
     out = []
     names, ood = type_gap_proxies(results), ood_splits(results)
@@ -449,12 +476,14 @@ def type_findings(results: Mapping) -> list[str]:
         first = [(n, s) for n, s, g in pairs if next(iter(g)) == "identifier_repeat"]
         by_split = {s: sum(1 for _, t in first if t == s) for s in ood}
         out.append(
-            f"Among the {len(names)} proxies that are faithful but not exact in distribution (IID "
-            f"agreement ≥ {TYPE_GAP_MIN_IID_AGREEMENT}), `identifier_repeat` has the largest output-JSD "
-            f"gap of all prediction types (with ≥ {MIN_TYPE_POSITIONS} characters) in {len(first)} of "
-            f"{len(pairs)} proxy × OOD-split pairs ("
-            + ", ".join(f"`{s}`: {k} of {len(names)}" for s, k in by_split.items())
-            + ")."
+            (
+                f"proxy × OOD-split pairs where `identifier_repeat` has the largest output-JSD gap of the "
+                f"types with ≥ {MIN_TYPE_POSITIONS} characters ({len(names)} proxies faithful but not exact "
+                f"in distribution: IID agreement ≥ {TYPE_GAP_MIN_IID_AGREEMENT})",
+                f"{len(first)} of {len(pairs)} ("
+                + ", ".join(f"`{s}`: {k} of {len(names)}" for s, k in by_split.items())
+                + ")",
+            )
         )
         level = [
             n
@@ -462,20 +491,26 @@ def type_findings(results: Mapping) -> list[str]:
             if max(type_gaps_level(results, n), key=type_gaps_level(results, n).get) == "identifier_repeat"
         ]
         out.append(
-            f"In distribution, `identifier_repeat` is the least faithful type (highest JSD) for "
-            f"{len(level)} of those {len(names)} proxies."
+            (
+                "of those proxies, `identifier_repeat` is the least faithful type in distribution "
+                "(highest JSD)",
+                f"{len(level)} of {len(names)}",
+            )
         )
     copy = (results.get("analyses") or {}).get("heads", {}).get("copy_head")
     if copy:
         on_data = (
-            f"{_fmt(copy['induction_mass_on_data'])} of its attention on induction targets where a repeated "
-            f"identifier is predicted, against {_fmt(copy['chance_on_data'])} for uniform attention; "
+            f"; {_fmt(copy['induction_mass_on_data'])} of its attention on induction targets where a "
+            f"repeated identifier is predicted (uniform attention: {_fmt(copy['chance_on_data'])})"
             if "induction_mass_on_data" in copy
             else ""
         )
         out.append(
-            f"The copying head is layer {copy['layer']} head {copy['head']} ({on_data}induction score "
-            f"{_fmt(copy['induction_score'])} on repeated random text)."
+            (
+                "copying head",
+                f"layer {copy['layer']} head {copy['head']}: induction score "
+                f"{_fmt(copy['induction_score'])} on repeated random text{on_data}",
+            )
         )
     for name, rec in results["proxies"].items():
         if not rec["family"].startswith("copy_head"):
@@ -485,12 +520,14 @@ def type_findings(results: Mapping) -> list[str]:
             ci = (entry.get("ci") or {}).get("accuracy_diff")
             if ci is None:
                 continue
-            word = {1: "over-generalizes", -1: "under-generalizes"}.get(
-                (ci[0] > 0) - (ci[1] < 0), "is within noise of the original"
-            )
+            from hf_illusions.report_stats import ACCURACY_VERDICTS, with_ci
+
             out.append(
-                f"`{name}` {word} on `identifier_repeat` of `{split}`: accuracy − original's "
-                f"{entry['accuracy_diff']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]."
+                (
+                    f"`{name}` on `identifier_repeat` of `{split}`: accuracy − original's",
+                    f"{ACCURACY_VERDICTS[verdict(ci, 'over', 'under')]} "
+                    f"{with_ci({'value': entry['accuracy_diff'], 'ci': ci}, 4)}",
+                )
             )
     return out
 
@@ -509,8 +546,12 @@ def _mean(xs: Sequence[float]) -> float:
     return sum(xs) / len(xs) if xs else math.nan
 
 
-def _header(results: Mapping) -> str:
+def _header(results: Mapping, out_dir: Path) -> str:
+    """Title and how the numbers were made; paths relative to the repository or to ``out_dir``."""
+    from hf_illusions.paths import portable_path
+
     m, d = results.get("model", {}), results.get("dataset", {})
+    model_dir, data_dir = (portable_path(p or "", out_dir) for p in (results.get("model_dir"), d.get("dir")))
     timing = results.get("timing", {})
     lines = [
         f"# {str(results.get('task', 'dyck')).capitalize()} reproduction: "
@@ -519,10 +560,10 @@ def _header(results: Mapping) -> str:
         "Friedman et al., *Interpretability Illusions in the Generalization of Simplified Models* "
         "(ICML 2024). Generated by `hf_illusions.report` from `results.json`; every number is measured.",
         "",
-        f"- model: `{results.get('model_dir')}` — {m.get('n_layer')} layers, {m.get('n_head')} head(s), "
+        f"- model: `{model_dir}` — {m.get('n_layer')} layers, {m.get('n_head')} head(s), "
         f"d_model={m.get('d_model')}, d_head={m.get('d_head')}, d_mlp={m.get('d_mlp')}, "
         f"{m.get('n_parameters')} parameters",
-        f"- data: `{d.get('dir')}` (config `{d.get('config')}`), sentences per split: "
+        f"- data: `{data_dir}` (config `{d.get('config')}`), sentences per split: "
         + ", ".join(f"{s}={n}" for s, n in (d.get("n_sentences") or {}).items()),
         "- train split vs the model's training data: "
         + {
@@ -557,192 +598,28 @@ def _strata_lines(dataset: Mapping) -> list[str]:
     ]
 
 
-# ---------------------------------------------------------------- plots
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_metric_vs_setting(
-    results: Mapping, path: str | Path, metric: str = "jsd", group: str | None = None
-) -> Path:
-    """Output ``metric`` vs SVD rank (left) and vs k-means k (right), one line per split, log₂ x."""
-    group = group or headline(results)[0]
-    fams = families(results)
-    fig, axes = _pyplot().subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    label = {"jsd": "output JSD (base 2)", "agreement": "agreement with original"}.get(metric, metric)
-    for ax, (family, param) in zip(axes, (("svd", "rank"), ("kmeans", "k")), strict=True):
-        names = fams.get(family, [])
-        xs = [results["proxies"][n]["param"] for n in names]
-        for split in splits_of(results):
-            ax.plot(xs, [value(results, split, n, group, metric) for n in names], marker="o", label=split)
-        if not names:
-            ax.text(0.5, 0.5, "not swept", ha="center", va="center", transform=ax.transAxes)
-        else:
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(xs, [str(x) for x in xs])
-        ax.set_title(f"{FAMILY_TITLES[family]}")
-        ax.set_xlabel(param)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"{label} — {group} positions")
-    _legend_below(fig, axes[0])
-    fig.suptitle(f"{label} vs simplification strength, per split")
-    return _save(fig, path)
-
-
-def _grouped_bars(ax, categories: Sequence[str], series: Mapping[str, Sequence[float]]) -> None:
-    """One group of bars per category, one bar per series (NaN drawn as an empty slot)."""
-    width = 0.8 / max(len(series), 1)
-    for i, (label, ys) in enumerate(series.items()):
-        xs = [j + i * width for j in range(len(categories))]
-        ax.bar(xs, [0 if math.isnan(y) else y for y in ys], width, label=label)
-    ticks = [j + width * (len(series) - 1) / 2 for j in range(len(categories))]
-    ax.set_xticks(ticks, [c.removeprefix("test_") for c in categories], rotation=20)
-    ax.grid(axis="y", alpha=0.3)
-
-
-def plot_accuracy_per_split(results: Mapping, path: str | Path, min_iid_agreement: float = 0.9) -> Path:
-    """Grouped bars: the original vs one representative setting of each family, per split."""
-    models = [ORIGINAL, *representative_proxies(results, min_iid_agreement).values()]
-    splits = splits_of(results)
-    groups = headline(results)
-    fig, axes = _pyplot().subplots(1, len(groups), figsize=(12, 4.5), sharey=True)
-    for ax, group in zip(axes, groups, strict=True):
-        series = {
-            _iid_label(results, m): [value(results, s, m, group, "accuracy") for s in splits] for m in models
-        }
-        _grouped_bars(ax, splits, series)
-        ax.set_title(f"accuracy — {group} positions")
-        ax.set_ylim(0, 1.05)
-    axes[0].set_ylabel(
-        "accuracy (closing-bracket argmax)" if results.get("task", "dyck") == "dyck" else "accuracy"
-    )
-    _legend_below(fig, axes[0])
-    fig.suptitle(
-        f"Original vs proxies: per family, the smallest setting with IID agreement ≥ {min_iid_agreement}"
-        " (else the largest)"
-    )
-    return _save(fig, path)
-
-
-def plot_gap(
-    results: Mapping, path: str | Path, group: str | None = None, min_iid_agreement: float = 0.9
-) -> Path:
-    """Generalization gap per OOD split for the representative proxies: ΔJSD and Δagreement."""
-    group = group or headline(results)[0]
-    reps = representative_proxies(results, min_iid_agreement).values()
-    gaps, ood = generalization_gap(results, group), ood_splits(results)
-    fig, axes = _pyplot().subplots(1, 2, figsize=(12, 4.5))
-    for ax, metric in zip(axes, ("jsd", "agreement"), strict=True):
-        _grouped_bars(ax, ood, {_iid_label(results, n): [gaps[n][s][metric] for s in ood] for n in reps})
-        ax.axhline(0, color="black", linewidth=0.8)
-        ax.set_ylabel(f"{metric}(split) − {metric}({IID_SPLIT})")
-        ax.set_title(f"{'output JSD' if metric == 'jsd' else 'agreement'} gap — {group} positions")
-    _legend_below(fig, axes[0])
-    fig.suptitle("Generalization gap: OOD minus IID faithfulness (settings as in accuracy_per_split.png)")
-    return _save(fig, path)
-
-
-def plot_jsd_per_type(results: Mapping, path: str | Path, min_iid_agreement: float = 0.9) -> Path:
-    """Code: output JSD per prediction type, one panel per split, one bar per representative proxy."""
-    types, splits = type_groups_of(results), splits_of(results)
-    reps = representative_proxies(results, min_iid_agreement).values()
-    fig, axes = _pyplot().subplots(1, len(splits), figsize=(5 * len(splits), 4.5), sharey=True, squeeze=False)
-    for ax, split in zip(axes[0], splits, strict=True):
-        _grouped_bars(
-            ax,
-            types,
-            {_iid_label(results, n): [value(results, split, n, t, "jsd") for t in types] for n in reps},
-        )
-        ax.set_title(split)
-    axes[0][0].set_ylabel("output JSD (base 2)")
-    _legend_below(fig, axes[0][0])
-    fig.suptitle("Output JSD per prediction type and split (representative proxies)")
-    return _save(fig, path)
-
-
-def plot_gap_per_type(results: Mapping, path: str | Path) -> Path:
-    """Code: per OOD split, each ranked proxy's output-JSD gap per prediction type (see type_gap_proxies)."""
-    types, ood, names = type_groups_of(results), ood_splits(results), type_gap_proxies(results)
-    fig, axes = _pyplot().subplots(1, len(ood), figsize=(6 * len(ood), 4.5), sharey=True, squeeze=False)
-    for ax, split in zip(axes[0], ood, strict=True):
-        series = {
-            _iid_label(results, n): [
-                value(results, split, n, t, "jsd") - value(results, IID_SPLIT, n, t, "jsd") for t in types
-            ]
-            for n in names
-        }
-        _grouped_bars(ax, types, series)
-        ax.axhline(0, color="black", linewidth=0.8)
-        ax.set_title(split)
-    axes[0][0].set_ylabel(f"JSD(split) − JSD({IID_SPLIT})")
-    _legend_below(fig, axes[0][0])
-    fig.suptitle(
-        f"Output-JSD gap per prediction type (proxies with IID agreement ≥ {TYPE_GAP_MIN_IID_AGREEMENT})"
-    )
-    return _save(fig, path)
-
-
-def _iid_label(results: Mapping, name: str) -> str:
-    """Legend entry that shows the IID agreement the representative was chosen by (it may fall short)."""
-    if name == ORIGINAL:
-        return name
-    agreement = value(results, IID_SPLIT, name, headline(results)[0], "agreement")
-    return f"{name} (IID agreement {_fmt(agreement)})"
-
-
-def _legend_below(fig, ax) -> None:
-    """One legend for the figure, under the panels, so it never hides a bar or a line."""
-    handles, labels = ax.get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=9, frameon=False)
-        fig.subplots_adjust(bottom=0.3)
-
-
-def _save(fig, path: str | Path) -> Path:
-    path = Path(path)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
-    fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
-    return path
-
-
 def write_report(results: dict, out_dir: str | Path) -> Path:
-    """Write ``README.md`` and the four PNGs into ``out_dir``; returns the README path."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    plot_metric_vs_setting(results, out_dir / "jsd_vs_rank.png", "jsd")
-    plot_metric_vs_setting(results, out_dir / "agreement_vs_rank.png", "agreement")
-    plot_accuracy_per_split(results, out_dir / "accuracy_per_split.png")
-    plot_gap(results, out_dir / "gap.png")
-    figures = (
-        "![output JSD vs rank](jsd_vs_rank.png)\n\n![agreement vs rank](agreement_vs_rank.png)\n\n"
-        "![accuracy per split](accuracy_per_split.png)\n\n![generalization gap](gap.png)"
-    )
-    sections = [markdown_tables(results), circuit_table(results)]
-    if results.get("task") == "code":
-        plot_jsd_per_type(results, out_dir / "jsd_per_type.png")
-        plot_gap_per_type(results, out_dir / "gap_per_type.png")
-        figures += "\n\n![JSD per type](jsd_per_type.png)\n\n![gap per type](gap_per_type.png)"
-        sections.insert(0, code_tables(results))
+    """Write ``README.md`` and its PNGs (:func:`~hf_illusions.report_plots.report_figures`) to ``out_dir``."""
+    from hf_illusions.report_plots import report_figures, save_figure
     from hf_illusions.report_stats import confound_sections, findings_section, gap_table
 
-    facts = findings(results)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, figure in report_figures(results).items():
+        save_figure(figure(), out_dir / name)
+    figures = "\n\n".join(f"![{FIGURE_TITLES[name]}]({name})" for name in report_figures(results))
+    sections = [markdown_tables(results), circuit_table(results)]
+    if results.get("task") == "code":
+        sections.insert(0, code_tables(results))
     confounds, confound_figures = confound_sections(results, out_dir)
     group = headline(results)[0]
     gap_tables = [gap_table(results, group, q) for q in ("jsd", "accuracy_diff")]
     text = "\n\n".join(
         part
         for part in [
-            _header(results),
+            _header(results, out_dir),
             findings_section(results),
-            "## Other measured facts\n\n" + ("\n".join(f"- {f}" for f in facts) or "None."),
+            facts_table(findings(results)),
             figures,
             confound_figures,
             *gap_tables,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from hf_illusions.findings import CLAIMS, FAITHFUL_AGREEMENT
 from hf_illusions.statistics import verdict
@@ -48,60 +49,65 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 # ---------------------------------------------------------------- findings
 
 
-def finding_line(key: str, finding: Mapping) -> str:
-    """One line per paper finding: verdict and the number it rests on."""
+#: header of every findings table: the report's, and per seed in the README and reports/findings
+FINDING_COLUMNS = ["finding", "verdict", "number it rests on", "value [95 % interval]"]
+
+
+def finding_cells(key: str, finding: Mapping) -> list[str]:
+    """One paper finding as table cells: the claim, its verdict, the number it rests on and its interval.
+
+    A finding that could not be tested names why in place of the number.
+    """
     number = finding.get("key") or {}
-    rest = f"{number.get('what')}: {with_ci(number, 4)}" if number else finding.get("why", "")
-    return f"{key}. {CLAIMS[key]} — **{finding['verdict']}** ({rest})"
+    what = number.get("what") or finding.get("why") or ""
+    return [f"{key}. {CLAIMS[key]}", f"**{finding['verdict']}**", what, with_ci(number, 4) if number else "–"]
 
 
-def accuracy_verdicts(results: Mapping, group: str) -> list[str]:
-    """Per OOD split: which proxies faithful in distribution are more / less accurate than the original.
+#: cell words of the accuracy verdicts: over-/under-generalizes, or neither
+ACCURACY_VERDICTS = {"over": "**over**", "under": "**under**", "within noise": "within noise"}
+
+
+def accuracy_verdict_table(results: Mapping, group: str) -> str:
+    """Proxy − original accuracy on each OOD split, one row per proxy faithful in distribution.
 
     Only faithful proxies are judged: a proxy already far from the model in distribution is less
-    accurate everywhere, which says nothing about generalization.
+    accurate everywhere, which says nothing about generalization. Each cell is a verdict and the
+    paired difference it rests on.
     """
-    out = []
     names = faithful_representatives(results, group, every_setting=True)
-    for split in (s for s in results["splits"] if s != IID_SPLIT):
-        words: dict[str, list[str]] = {"over": [], "under": [], "within noise": []}
-        for name in names:
+    splits = [s for s in results["splits"] if s != IID_SPLIT]
+    rows = []
+    for name in names:
+        cells = []
+        for split in splits:
             entry = (results["splits"][split].get(name) or {}).get(group) or {}
             ci = (entry.get("ci") or {}).get("accuracy_diff")
-            words[verdict(ci, "over", "under")].append(
-                f"`{name}` {with_ci({'value': entry.get('accuracy_diff'), 'ci': ci})}"
-            )
-        parts = [
-            f"{label}: " + ", ".join(words[key])
-            for key, label in (
-                ("over", "over-generalize (more accurate than the original)"),
-                ("under", "under-generalize (less accurate)"),
-                ("within noise", "within noise"),
-            )
-            if words[key]
-        ]
-        if parts:
-            out.append(
-                f"On `{split}` (`{group}`, proxy − original accuracy, faithful proxies): "
-                + "; ".join(parts)
-                + "."
-            )
-    return out
+            number = with_ci({"value": entry.get("accuracy_diff"), "ci": ci}, 4)
+            cells.append(f"{ACCURACY_VERDICTS[verdict(ci, 'over', 'under')]} {number}")
+        rows.append([f"`{name}`", *cells])
+    if not rows:
+        return ""
+    return (
+        f"### Proxy − original accuracy off distribution (`{group}` positions)\n\n"
+        "Per proxy faithful in distribution (every setting) and OOD split: verdict, then proxy − "
+        "original accuracy [95 % paired interval]. **over** / **under**: the proxy over-generalizes "
+        "(more accurate than the original) / under-generalizes (less accurate), the interval excluding "
+        "zero.\n\n" + _table(["proxy", *splits], rows)
+    )
 
 
 def findings_section(results: Mapping) -> str:
-    """The report's findings: one line per paper finding, then per-split accuracy verdicts."""
-    lines = []
-    for key, finding in (results.get("findings") or {}).items():
-        lines.append(f"- {finding_line(key, finding)}")
+    """The report's findings: a table with one row per paper finding, then the accuracy verdicts."""
+    rows = [finding_cells(key, f) for key, f in (results.get("findings") or {}).items()]
     group = (results.get("evaluation") or {}).get("headline_groups", ["close"])[0]
-    lines += [f"- {line}" for line in accuracy_verdicts(results, group)]
-    head = (
+    parts = [
         "## Findings\n\nEach claim is tested with 95 % bootstrap intervals over sentences (1,000 "
         "resamples; paired for proxy − original accuracy; both splits resampled for gaps). "
-        f"*Faithful in distribution* means agreement ≥ {FAITHFUL_AGREEMENT} on `{IID_SPLIT}`."
-    )
-    return head + "\n\n" + "\n".join(lines) if lines else ""
+        f"*Faithful in distribution* means agreement ≥ {FAITHFUL_AGREEMENT} on `{IID_SPLIT}`.",
+        _table(FINDING_COLUMNS, rows) if rows else "",
+        accuracy_verdict_table(results, group),
+    ]
+    return "\n\n".join(p for p in parts if p) if rows or parts[2] else ""
 
 
 # ---------------------------------------------------------------- gaps
@@ -205,15 +211,17 @@ def bucket_table(results: Mapping, name: str, view: str, metric: str = "jsd") ->
     return f"#### `{name}`: {metric} per {view} bucket\n\n" + _table([view, *splits], rows)
 
 
-def plot_vs_bucket(results: Mapping, names: Sequence[str], view: str, path: str | Path) -> Path | None:
-    """Output JSD against depth (or position) of the close: one panel per proxy, one line per split."""
+def bucket_figure(results: Mapping, names: Sequence[str], view: str) -> Any:
+    """Output JSD against depth (or position) of the close: one panel per proxy, one line per split.
+
+    ``None`` when the results have no per-bucket numbers or no proxy is named.
+    """
     buckets = ((results.get("confounds") or {}).get("buckets")) or {}
     if not buckets or not names:
         return None
-    from hf_illusions.report import _pyplot, _save
+    from hf_illusions.report_plots import legend_below, subplots
 
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 4.2), squeeze=False, sharey=True)
+    fig, axes = subplots(len(names), (4.6 * len(names), 4.2), squeeze=False, sharey=True)
     for ax, name in zip(axes[0], names, strict=True):
         for split, per_model in buckets.items():
             v = per_model[name][view]
@@ -232,11 +240,9 @@ def plot_vs_bucket(results: Mapping, names: Sequence[str], view: str, path: str 
         if view == "depth":
             ax.axvline(9.5, color="grey", linestyle="--", linewidth=0.8)  # training depth bound
     axes[0][0].set_ylabel("output JSD at closes (95 % interval)")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=9, frameon=False)
+    legend_below(fig, axes[0][0])
     fig.suptitle(f"Output JSD against {view}, per split")
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
-    return _save(fig, path)
+    return fig
 
 
 def faithful_representatives(
@@ -264,11 +270,15 @@ def confound_sections(results: Mapping, out_dir: Path) -> tuple[str, str]:
     """Markdown and figure links for the Dyck confound analyses (empty for tasks without them)."""
     if not results.get("confounds"):
         return "", ""
+    from hf_illusions.report_plots import save_figure
+
     names = faithful_representatives(results)[:4]
     figures = []
     for view in ("depth", "position"):
         file = f"jsd_vs_{view}.png"
-        if plot_vs_bucket(results, names, view, out_dir / file):
+        fig = bucket_figure(results, names, view)
+        if fig is not None:
+            save_figure(fig, out_dir / file)
             figures.append(f"![output JSD vs {view}]({file})")
     parts = [
         "## Depth apart from length and position",
@@ -283,9 +293,13 @@ def confound_sections(results: Mapping, out_dir: Path) -> tuple[str, str]:
 
 
 __all__ = [
+    "FINDING_COLUMNS",
+    "accuracy_verdict_table",
+    "bucket_figure",
     "confound_sections",
     "depth_decomposition_table",
     "faithful_representatives",
+    "finding_cells",
     "findings_section",
     "gap_table",
     "length_decomposition_table",

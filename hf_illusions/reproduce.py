@@ -38,7 +38,7 @@ from hf_illusions.data.sampling import STRATA_COLUMN, sample_split_rows
 from hf_illusions.errors import SettingsError, SimplifierError, SplitError
 from hf_illusions.evaluation import ORIGINAL, SentenceSums, sentence_sums
 from hf_illusions.intervals import merge_intervals, split_intervals
-from hf_illusions.paths import check_output_path
+from hf_illusions.paths import check_output_path, portable_path
 from hf_illusions.simplify.collect import model_geometry
 from hf_illusions.tasks.dyck import LONG_THRESHOLD, DyckTask
 
@@ -335,7 +335,7 @@ def reproduce_dyck(
         fit_rows=fit_rows,
         split_sequences=split_sequences,
         dataset={
-            "dir": str(dataset_dir),
+            "dir": portable_path(dataset_dir, out_dir),
             "config": _preset_name(data_settings, PRESETS, settings_dict),
             "built_now": built,
             "settings": data_settings,
@@ -460,7 +460,7 @@ def reproduce_code(
         fit_rows=fit_rows,
         split_sequences=split_sequences,
         dataset={
-            "dir": str(dataset_dir),
+            "dir": portable_path(dataset_dir, out_dir),
             "config": _preset_name(data_settings, code.PRESETS, code.settings_dict),
             "built_now": built,
             "settings": data_settings,
@@ -766,7 +766,7 @@ def run_reproduction(
         "schema_version": SCHEMA_VERSION,
         "task": task.name,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "model_dir": str(model_dir),
+        "model_dir": portable_path(model_dir, out_dir),
         "model": _model_summary(model, settings["model_weights"]),
         "dataset": {
             **workload.dataset,

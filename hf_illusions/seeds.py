@@ -16,7 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from hf_illusions.findings import CLAIMS, FAITHFUL_AGREEMENT
-from hf_illusions.report_stats import _table, fmt, with_ci
+from hf_illusions.paths import portable_path
+from hf_illusions.report_stats import FINDING_COLUMNS, _table, finding_cells, fmt, with_ci
 
 SUMMARY_SCHEMA = 1
 README_START = (
@@ -49,15 +50,6 @@ def _read(path: Path) -> dict:
         return json.loads((path / "results.json").read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"{str(path)!r} has no results.json: run its reproduction first") from None
-
-
-def _rel(path: str | Path) -> str:
-    """A path as the repo sees it (relative when under the working directory): reports stay portable."""
-    p = Path(path)
-    try:
-        return str(p.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(p)
 
 
 def _headline(results: Mapping) -> list[str]:
@@ -95,9 +87,9 @@ def report_summary(report_dir: str | Path, proxies: Sequence[str] | None = None)
     depth = ((results.get("confounds") or {}).get("depth")) or {}
     return {
         "schema": SUMMARY_SCHEMA,
-        "report": _rel(report_dir),
+        "report": portable_path(report_dir),
         "task": results["task"],
-        "model_dir": _rel(results["model_dir"]),
+        "model_dir": portable_path(results["model_dir"], report_dir),
         "model_weights": results["model"]["weights_sha256_16"],
         "n_sentences": results["dataset"]["n_sentences"],
         "sample_seed": (results["dataset"].get("sample") or {}).get("seed"),
@@ -193,17 +185,22 @@ def compare_positions(summaries: Mapping[str, Sequence[Mapping]]) -> list[dict]:
 
 
 def _positions_table(rows: Sequence[Mapping]) -> str:
+    """One row per measure of :func:`compare_positions`: measure, verdict, then the numbers it rests on."""
     body = [
         [
-            f"`{r['proxy']}`" if r["proxy"] != "original" else "original",
-            r["measure"],
+            (f"`{r['proxy']}` " if r["proxy"] != "original" else "original ") + r["measure"],
+            f"**{r['verdict']}**",
             "<br>".join(with_ci(e, 4) for e in r["learned"]),
             "<br>".join(with_ci(e, 4) for e in r["rotary"]),
-            f"**{r['verdict']}**",
         ]
         for r in rows
     ]
-    header = ["proxy", "measure", "learned absolute positions (each seed)", "rotary (Llama)", "verdict"]
+    header = [
+        "measure",
+        "verdict",
+        "learned absolute positions, each seed [95 % interval]",
+        "rotary (Llama) [95 % interval]",
+    ]
     return _table(header, body)
 
 
@@ -211,45 +208,40 @@ def _positions_table(rows: Sequence[Mapping]) -> str:
 
 
 def _seed_table(agg: Mapping) -> str:
-    groups = list(agg)
+    """One row per finding and group of models: in how many seeds it holds, and its number across seeds."""
     rows = []
     for key in sorted(CLAIMS):
-        cells = []
-        for group in groups:
-            f = agg[group].get(key)
+        for group, per_finding in agg.items():
+            f = per_finding.get(key)
             if not f:
-                cells.append("–")
                 continue
-            lo, hi = fmt(f["min"], 4, True), fmt(f["max"], 4, True)
-            spread = f" (mean {fmt(f['mean'], 4, True)}, range {lo} … {hi})"
-            cells.append(
-                f"holds in {f['holds']} of {f['n_seeds']}" + (spread if f["mean"] is not None else "")
+            spread = (
+                f"{fmt(f['mean'], 4, True)} ({fmt(f['min'], 4, True)} … {fmt(f['max'], 4, True)})"
+                if f["mean"] is not None
+                else "–"
             )
-        rows.append([f"{key}. {CLAIMS[key]}", *cells])
-    header = ["finding", *(f"{GROUP_TITLES.get(g, g)}" for g in groups)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join([*lines, *("| " + " | ".join(r) + " |" for r in rows)])
+            rows.append(
+                [
+                    f"{key}. {CLAIMS[key]}",
+                    GROUP_TITLES.get(group, group),
+                    f"**holds in {f['holds']} of {f['n_seeds']}**",
+                    f.get("what") or "–",
+                    spread,
+                ]
+            )
+    header = ["finding", "models", "verdict", "number it rests on", "mean over seeds (min … max)"]
+    return _table(header, rows)
 
 
 def _per_seed_table(summaries: Mapping[str, Sequence[Mapping]]) -> str:
-    rows = []
-    for items in summaries.values():
-        for s in items:
-            for key, f in sorted(s["findings"].items()):
-                number = f.get("key") or {}
-                what = number.get("what") or f.get("why") or ""
-                rows.append(
-                    [
-                        f"`{s['report']}`",
-                        key,
-                        f"**{f['verdict']}**",
-                        what,
-                        with_ci(number, 4) if number else "–",
-                    ]
-                )
-    header = ["report (seed)", "finding", "verdict", "number it rests on", "value [95 % interval]"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join([*lines, *("| " + " | ".join(r) + " |" for r in rows)])
+    """One row per report and finding (by number), in the columns of each report's own findings table."""
+    rows = [
+        [f"`{s['report']}`", key, *finding_cells(key, f)[1:]]
+        for items in summaries.values()
+        for s in items
+        for key, f in sorted(s["findings"].items())
+    ]
+    return _table(["report (seed)", "finding", *FINDING_COLUMNS[1:]], rows)
 
 
 def _faithfulness_table(summary: Mapping, names: Sequence[str], splits: Sequence[str], group: str) -> str:
@@ -265,9 +257,7 @@ def _faithfulness_table(summary: Mapping, names: Sequence[str], splits: Sequence
                 f"{with_ci(e['accuracy_diff'], 3)}"
             )
         rows.append([f"`{name}`", *cells])
-    header = ["", *splits]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join([*lines, *("| " + " | ".join(r) + " |" for r in rows)])
+    return _table(["", *splits], rows)
 
 
 def _decomposition_table(summary: Mapping) -> str:
@@ -290,8 +280,7 @@ def _decomposition_table(summary: Mapping) -> str:
     if not rows:
         return ""
     header = ["proxy", "unseen-depth gap", "depth > 10", "depth/distance mix ≤ 10", "same depth & distance"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join([*lines, *("| " + " | ".join(r) + " |" for r in rows)])
+    return _table(header, rows)
 
 
 def readme_block(summary_dir: str | Path) -> str:
@@ -306,8 +295,9 @@ def readme_block(summary_dir: str | Path) -> str:
     parts = [
         README_START,
         "**The paper's findings across seeds** (each seed is an independently trained model of the same "
-        "recipe; a finding holds in a seed when the intervals it rests on exclude zero; the number in "
-        "parentheses is the one each seed's verdict rests on — see `reports/findings/README.md`):",
+        "recipe; a finding holds in a seed when the intervals it rests on exclude zero; the last column "
+        "is the number each seed's verdict rests on, averaged over seeds — see "
+        "`reports/findings/README.md`):",
         _seed_table(agg),
         "<details><summary>Per seed: verdict and number with its 95 % interval</summary>\n",
         _per_seed_table(summaries),

@@ -76,6 +76,26 @@ def test_model_card_re_renders_from_its_results_file_without_measuring(workspace
     assert (folder / "README.md").read_text() == before
 
 
+def test_cards_print_no_absolute_path_of_this_machine(workspace, tiny_dyck_dir):
+    """A command line and results source naming local folders come out relative to the card's folder."""
+    root, results = workspace
+    folder = root / "model"
+    command = f"accelerate launch scripts/train.py --output_dir {root / 'run'} --dataset_dir {tiny_dyck_dir}"
+    train_args = {"output_dir": str(root / "run"), "dataset_dir": str(tiny_dyck_dir), "seed": 0}
+    accuracy = json.loads((results).read_text())
+    from hf_illusions.cards import write_model_card, write_proxy_card
+
+    measured = {s: {**r["original"], "sentences": 32} for s, r in accuracy.items()}
+    readme = write_model_card(folder, measured, train_args, command, 0.5, "1 min").read_text()
+    assert "--output_dir ../run" in readme and "`../run`" in readme
+    source = f"`hf-illusions card proxy` against {folder} on {tiny_dyck_dir}"
+    proxy_results = {s: {"original": r["original"], "proxy": r["svd2"]} for s, r in accuracy.items()}
+    proxy_readme = write_proxy_card(root / "svd2", proxy_results, results_source=source).read_text()
+    assert "against ../model on" in proxy_readme
+    for text in (readme, proxy_readme):
+        assert str(root) not in text and str(tiny_dyck_dir) not in text and str(ROOT) not in text
+
+
 def test_dataset_card_sizes_and_configs_match_the_files(tiny_dyck_dir, tmp_path):
     import pyarrow.parquet as pq
     from datasets import load_dataset
@@ -161,6 +181,8 @@ def test_space_card_and_assets_come_from_the_report(tmp_path, workspace, tiny_dy
     for split, res in results["splits"].items():
         assert summary["faithfulness"]["svd_r2"][split]["close"]["jsd"] == res["svd_r2"]["close"]["jsd"]
     assert "assets/gap.png" in card.text
+    for text in ((space / "README.md").read_text(), (space / "assets" / "report.json").read_text()):
+        assert str(tmp_path) not in text and str(root) not in text  # paths relative to the repo or the card
 
 
 def test_space_card_without_a_report_says_how_to_make_one(tmp_path):

@@ -200,8 +200,9 @@ def test_type_gaps_rank_well_populated_types_of_faithful_proxies():
     assert list(gaps) == ["identifier_repeat", "keyword", "whitespace"]  # `number` has 100 < 1000 characters
     assert gaps["identifier_repeat"] == pytest.approx(0.2) and gaps["whitespace"] == pytest.approx(0.0)
     assert next(iter(type_gaps(results, "b", "test_unseen_package"))) == "keyword"
-    text = " ".join(type_findings(results))
-    assert "largest output-JSD gap of all prediction types (with ≥ 1000 characters) in 1 of 2" in text
+    facts = dict(type_findings(results))
+    (fact,) = [f for f in facts if "largest output-JSD gap" in f]
+    assert "≥ 1000 characters" in fact and facts[fact].startswith("1 of 2")
 
 
 def test_reproduce_code_resumes_without_refitting(reproduced, trained, tiny_code_dir):

@@ -23,6 +23,7 @@ from hf_illusions.cards.common import (
     _count_parameters,
     _hardware,
     _model_name,
+    _portable_run,
     _save_checkpoint_card,
 )
 from hf_illusions.data.code_folder import SPLIT_DEFINITIONS
@@ -123,6 +124,7 @@ def write_code_model_card(
     import hf_illusions.modeling  # noqa: F401  (registers the config class)
 
     model_dir = Path(model_dir)
+    command, train_args = _portable_run(command, train_args, model_dir)
     name = model_name or _model_name(model_dir)
     repo_id = repo_id or HUB_REPO_IDS["code_model"]
     dataset_id = dataset_id or HUB_REPO_IDS["code_dataset"]

@@ -18,6 +18,7 @@ from hf_illusions.data.hub_folder import TEMPLATES, load_folder
 from hf_illusions.data.sampling import sample_split_ids
 from hf_illusions.errors import IllusionsError
 from hf_illusions.hub import HUB_REPO_IDS
+from hf_illusions.paths import portable_text
 
 IID_SPLIT = "test_iid"
 #: Hub tags of every Dyck card (model, dataset, proxy, Space); the code model card has its own.
@@ -94,6 +95,12 @@ def _save_checkpoint_card(card: Any, model_dir: Path, accuracy: Mapping) -> Path
     card.save(model_dir / "README.md")
     (model_dir / "eval_results.json").write_text(json.dumps(accuracy, indent=2) + "\n")
     return model_dir / "README.md"
+
+
+def _portable_run(command: str, train_args: Mapping[str, Any], folder: Path) -> tuple[str, dict]:
+    """The training command and arguments as a card prints them: no absolute path of this machine."""
+    args = {k: portable_text(v, folder) if isinstance(v, str) else v for k, v in train_args.items()}
+    return portable_text(command, folder), args
 
 
 def _model_name(model_dir: Path) -> str:

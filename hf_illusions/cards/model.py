@@ -26,6 +26,7 @@ from hf_illusions.cards.common import (
     _evaluate_splits,
     _hardware,
     _model_name,
+    _portable_run,
     _save_checkpoint_card,
 )
 from hf_illusions.data import dyck
@@ -180,6 +181,7 @@ def write_dyck_model_card(
     import hf_illusions.modeling  # noqa: F401  (registers the config class)
 
     model_dir = Path(model_dir)
+    command, train_args = _portable_run(command, train_args, model_dir)
     name = model_name or _model_name(model_dir)
     cfg = AutoConfig.from_pretrained(model_dir)
     eval_results = [

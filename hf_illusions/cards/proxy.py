@@ -18,6 +18,7 @@ from hf_illusions.cards.common import HUB_REPO_IDS, IID_SPLIT, TAGS, TEMPLATES, 
 from hf_illusions.data import dyck
 from hf_illusions.errors import IllusionsError
 from hf_illusions.hub import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from hf_illusions.paths import portable_path, portable_text
 from hf_illusions.tasks.dyck import LONG_THRESHOLD
 
 FAMILY_TITLES = {
@@ -119,6 +120,8 @@ def write_proxy_card(
     from hf_illusions.report import generalization_gap
 
     proxy_dir = Path(proxy_dir)
+    base_model = portable_path(base_model, proxy_dir)
+    results_source = portable_text(results_source, proxy_dir)
     if (proxy_dir / ADAPTER_CONFIG).is_file():  # a stock model's proxy: the adapter card
         flat = {split: _flat_metrics(res.get("proxy", res)) for split, res in results.items()}
         return write_adapter_card(proxy_dir, flat, repo_id=repo_id, results_source=results_source)
@@ -269,7 +272,8 @@ def write_adapter_card(
     """
     proxy_dir = Path(proxy_dir)
     config = json.loads((proxy_dir / ADAPTER_CONFIG).read_text())
-    base_model = config.get("base_model_name_or_path") or "unknown"
+    base_model = portable_path(config.get("base_model_name_or_path") or "unknown", proxy_dir)
+    results_source = portable_text(results_source, proxy_dir)
     simplifier, settings = config["simplifier"], config.get("simplifier_settings") or {}
     results = results or {}
     metric_names = sorted(

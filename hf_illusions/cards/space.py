@@ -12,19 +12,10 @@ from huggingface_hub import SpaceCard, SpaceCardData
 
 from hf_illusions.cards.common import HUB_REPO_IDS, IID_SPLIT, TAGS, TEMPLATES
 from hf_illusions.errors import IllusionsError
+from hf_illusions.paths import portable_path
 
 SPACE_PLOT = "gap.png"
 SPACE_SUMMARY = "report.json"
-
-
-def _in_repo(path: str | None) -> str | None:
-    """``path`` relative to the repository when inside it, so cards never show a local absolute path."""
-    if path is None:
-        return None
-    try:
-        return Path(path).resolve().relative_to(TEMPLATES.parent).as_posix()
-    except ValueError:
-        return path
 
 
 def report_summary(results: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -33,7 +24,7 @@ def report_summary(results: Mapping[str, Any], source: str) -> dict[str, Any]:
     return {
         "source": source,
         "created": results.get("created"),
-        "model_dir": _in_repo(results.get("model_dir")),
+        "model_dir": portable_path(results["model_dir"]) if results.get("model_dir") else None,
         "weights_sha256_16": (results.get("model") or {}).get("weights_sha256_16"),
         "iid_split": (results.get("evaluation") or {}).get("iid_split", IID_SPLIT),
         "n_fit_sequences": (results.get("dataset") or {}).get("n_fit_sequences"),
@@ -77,7 +68,7 @@ def write_space_card(
         assets.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(report_dir / SPACE_PLOT, assets / SPACE_PLOT)
         summary = report_summary(
-            json.loads((report_dir / "results.json").read_text()), _in_repo(str(report_dir))
+            json.loads((report_dir / "results.json").read_text()), portable_path(report_dir, space_dir)
         )
         (assets / SPACE_SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
     summary_file = assets / SPACE_SUMMARY
