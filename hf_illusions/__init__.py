@@ -31,12 +31,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
 # Registration needs the model classes, hence torch and transformers: the one eager import, so that
 # no user has to know which submodule to import before `from_pretrained`.
 from hf_illusions.modeling import IllusionConfig, IllusionForCausalLM
 from hf_illusions.registry import register_auto_classes
+from hf_illusions.version import __version__
 
 register_auto_classes()
 

@@ -89,7 +89,7 @@ class SimplificationConfig:
 
 
 def _version() -> str:
-    from hf_illusions import __version__
+    from hf_illusions.version import __version__
 
     return __version__
 
