@@ -49,7 +49,7 @@ _LAZY: dict[str, str] = {
     "SVDSimplifier": "hf_illusions.simplify",
     "SparseCircuitPruner": "hf_illusions.simplify",
     "make_simplifier": "hf_illusions.simplify",
-    "load_proxy": "hf_illusions.simplify.adapter",
+    "load_proxy": "hf_illusions.checkpoints",
     # models
     "load_checkpoint": "hf_illusions.checkpoints",
     # data
@@ -72,7 +72,7 @@ _LAZY: dict[str, str] = {
 }
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
-    from hf_illusions.checkpoints import load_checkpoint
+    from hf_illusions.checkpoints import load_checkpoint, load_proxy
     from hf_illusions.data.code_folder import verify_code_folder, write_code_folder
     from hf_illusions.data.hub_folder import load_folder, write_dyck_folder
     from hf_illusions.data.verify import verify_dyck_folder
@@ -89,7 +89,6 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
         SVDSimplifier,
         make_simplifier,
     )
-    from hf_illusions.simplify.adapter import load_proxy
     from hf_illusions.tasks.code import CodeTask
     from hf_illusions.tasks.dyck import DyckTask
     from hf_illusions.tasks.lm import LanguageModelTask

@@ -15,7 +15,7 @@ mask functions, :mod:`~hf_illusions.simplify.seam`); the proxy config/model are 
 from typing import Any
 
 from hf_illusions.errors import SimplifierError
-from hf_illusions.simplify.adapter import SimplificationConfig, load_proxy
+from hf_illusions.simplify.adapter import SimplificationConfig
 from hf_illusions.simplify.base import AttentionSimplification, Simplifier, collect_qk
 from hf_illusions.simplify.interaction_basis import InteractionBasisSimplifier
 from hf_illusions.simplify.kmeans import KMeansSimplifier
@@ -67,7 +67,6 @@ __all__ = [
     "Simplifier",
     "build_proxy",
     "collect_qk",
-    "load_proxy",
     "make_simplifier",
     "proxy_class",
 ]
