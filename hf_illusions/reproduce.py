@@ -39,7 +39,7 @@ from hf_illusions.evaluation import ORIGINAL, SentenceSums, sentence_sums
 from hf_illusions.fingerprints import sequences_hash, weights_hash
 from hf_illusions.intervals import merge_intervals, split_intervals
 from hf_illusions.paths import check_output_path, portable_path
-from hf_illusions.simplify.collect import model_geometry
+from hf_illusions.simplify.geometry import model_geometry
 from hf_illusions.tasks.dyck import LONG_THRESHOLD, DyckTask
 from hf_illusions.version import __version__
 
@@ -854,9 +854,9 @@ def _fit_all(
     (:func:`~hf_illusions.simplify.collect.fit_attention`, bit-identical to fitting each alone);
     ``fit_times`` then holds each setting's own fitting time and ``pass_times`` the shared passes'.
     """
-    from hf_illusions.simplify.base import Simplifier
     from hf_illusions.simplify.collect import fit_attention
     from hf_illusions.simplify.proxy import build_proxy
+    from hf_illusions.simplify.simplifier import Simplifier
 
     groups: dict[str, list[tuple[ProxySpec, dict]]] = {}
     for spec in specs:

@@ -16,7 +16,8 @@ from typing import Any
 
 from hf_illusions.errors import SimplifierError
 from hf_illusions.simplify.adapter import SimplificationConfig
-from hf_illusions.simplify.base import AttentionSimplification, Simplifier, collect_qk
+from hf_illusions.simplify.base import AttentionSimplification
+from hf_illusions.simplify.collect import collect_qk
 from hf_illusions.simplify.interaction_basis import InteractionBasisSimplifier
 from hf_illusions.simplify.kmeans import KMeansSimplifier
 from hf_illusions.simplify.onehot import OneHotSimplifier
@@ -26,6 +27,7 @@ from hf_illusions.simplify.proxy import (
     build_proxy,
     proxy_class,
 )
+from hf_illusions.simplify.simplifier import Simplifier
 from hf_illusions.simplify.svd import SVDSimplifier
 from hf_illusions.sparse.circuit import SparseCircuitPruner
 

@@ -59,7 +59,7 @@ class SimplificationConfig:
     def for_model(
         cls, model: PreTrainedModel, simplifier: str, heads: dict[str, list[int]], settings: dict[str, Any]
     ) -> SimplificationConfig:
-        from hf_illusions.simplify.collect import model_geometry
+        from hf_illusions.simplify.geometry import model_geometry
 
         geometry = model_geometry(model)
         return cls(
