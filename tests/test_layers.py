@@ -4,13 +4,15 @@ The import graph is read from the source with :mod:`ast`, every ``import`` state
 stands (a deferred import inside a function still makes its module depend on the one it names);
 only ``if TYPE_CHECKING:`` blocks are left out, since they never run. The layering itself (which
 module may import which) is the import-linter contracts in ``pyproject.toml``, checked by
-``make lint``; this test also fails on a cycle between modules of one layer, which no layers
-contract can see.
+``make lint`` and here (so CI's ``make test`` checks them too); the cycle test also fails on a
+cycle between modules of one layer, which no layers contract can see.
 """
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -165,3 +167,14 @@ def test_inner_modules_do_not_import_the_public_api():
     """``hf_illusions/__init__`` is the top of the graph: it may import anything, so nothing imports it."""
     offenders = {name: edges[PACKAGE] for name, edges in import_graph().items() if PACKAGE in edges}
     assert not offenders, f"import from the defining module instead of `hf_illusions`: {offenders}"
+
+
+def test_import_linter_contracts_are_kept():
+    """The contracts of ``pyproject.toml`` (``make lint`` runs the same command)."""
+    lint_imports = Path(sys.executable).with_name("lint-imports")
+    if not lint_imports.exists():
+        pytest.skip("import-linter is not installed (pip install -e '.[dev]')")
+    done = subprocess.run(
+        [str(lint_imports), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
