@@ -7,7 +7,7 @@ proxy.save_pretrained("proxy-svd8")   # reloads with AutoModelForCausalLM after 
 
 ``model`` may also be any transformers model whose attention goes through the attention
 interface (GPT-2, GPT-NeoX, Llama, Qwen2, …); its proxy saves as a small adapter and reloads with
-:func:`load_proxy`. Importing this package registers the proxy attention functions (and their
+:func:`hf_illusions.load_proxy`. Importing this package registers the proxy attention functions (and their
 mask functions, :mod:`~hf_illusions.simplify.seam`); the proxy config/model are registered with
 ``AutoConfig`` / ``AutoModelForCausalLM`` by :mod:`hf_illusions.registry` on ``import hf_illusions``.
 """

@@ -175,16 +175,6 @@ def fitting_sequences(data: Any, n_sequences: int, n_positions: int | None = Non
     return sequences
 
 
-def _index_list(values: Iterable[int] | None, name: str) -> list[int] | None:
-    """Sorted unique indices, or None for "all"; the range is checked once the model is known."""
-    if values is None:
-        return None
-    indices = sorted({int(v) for v in values})
-    if not indices:
-        raise SimplifierError(f"{name} must name at least one index (or be None for all), got {list(values)}")
-    return indices
-
-
 def check_indices(indices: Sequence[int], bound: int, name: str, what: str) -> None:
     """Raise :class:`SimplifierError` naming ``name`` unless every index is in ``range(bound)``."""
     bad = [i for i in indices if not 0 <= i < bound]

@@ -17,10 +17,20 @@ from transformers import PreTrainedModel
 
 from hf_illusions.errors import SimplifierError
 from hf_illusions.modeling import IllusionForCausalLM
-from hf_illusions.simplify.base import _index_list, check_indices, check_whole_groups
+from hf_illusions.simplify.base import check_indices, check_whole_groups
 from hf_illusions.simplify.collect import fit_attention
 from hf_illusions.simplify.geometry import model_geometry
 from hf_illusions.simplify.proxy import IllusionProxyForCausalLM, SimplifiedModelMixin, build_proxy
+
+
+def _index_list(values: Iterable[int] | None, name: str) -> list[int] | None:
+    """Sorted unique indices, or None for "all"; the range is checked once the model is known."""
+    if values is None:
+        return None
+    indices = sorted({int(v) for v in values})
+    if not indices:
+        raise SimplifierError(f"{name} must name at least one index (or be None for all), got {list(values)}")
+    return indices
 
 
 class Simplifier:
@@ -73,7 +83,7 @@ class Simplifier:
     def check_model(self, config: Any) -> None:
         """Reject settings impossible for this model before any work (e.g. rank > d_head).
 
-        ``config`` is the model's :class:`~hf_illusions.simplify.collect.HeadGeometry`
+        ``config`` is the model's :class:`~hf_illusions.simplify.geometry.HeadGeometry`
         (``n_layer``, ``n_head``, ``n_kv_head``, ``d_head``, ``d_model``).
         """
 
