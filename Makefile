@@ -109,6 +109,7 @@ space: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports  # the layering contracts in pyproject.toml
 
 format: install
 	$(BIN)/ruff format .

@@ -31,12 +31,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
 # Registration needs the model classes, hence torch and transformers: the one eager import, so that
 # no user has to know which submodule to import before `from_pretrained`.
 from hf_illusions.modeling import IllusionConfig, IllusionForCausalLM
 from hf_illusions.registry import register_auto_classes
+from hf_illusions.version import __version__
 
 register_auto_classes()
 
@@ -50,7 +49,7 @@ _LAZY: dict[str, str] = {
     "SVDSimplifier": "hf_illusions.simplify",
     "SparseCircuitPruner": "hf_illusions.simplify",
     "make_simplifier": "hf_illusions.simplify",
-    "load_proxy": "hf_illusions.simplify.adapter",
+    "load_proxy": "hf_illusions.checkpoints",
     # models
     "load_checkpoint": "hf_illusions.checkpoints",
     # data
@@ -73,7 +72,7 @@ _LAZY: dict[str, str] = {
 }
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
-    from hf_illusions.checkpoints import load_checkpoint
+    from hf_illusions.checkpoints import load_checkpoint, load_proxy
     from hf_illusions.data.code_folder import verify_code_folder, write_code_folder
     from hf_illusions.data.hub_folder import load_folder, write_dyck_folder
     from hf_illusions.data.verify import verify_dyck_folder
@@ -90,7 +89,6 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
         SVDSimplifier,
         make_simplifier,
     )
-    from hf_illusions.simplify.adapter import load_proxy
     from hf_illusions.tasks.code import CodeTask
     from hf_illusions.tasks.dyck import DyckTask
     from hf_illusions.tasks.lm import LanguageModelTask

@@ -126,7 +126,8 @@ class ProxyBank:
         n_fit_sequences: int = 1000,
     ):
         from hf_illusions.reproduce import DEFAULT_KMEANS_KS, DEFAULT_SVD_RANKS, proxy_specs
-        from hf_illusions.simplify.collect import fit_attention, model_geometry
+        from hf_illusions.simplify.collect import fit_attention
+        from hf_illusions.simplify.geometry import model_geometry
         from hf_illusions.simplify.seam import attention_layers
 
         start = time.perf_counter()
@@ -484,7 +485,7 @@ class IllusionExplorer:
         """
         from hf_illusions.checkpoints import check_model_fits, resolve
         from hf_illusions.data.hub_folder import read_settings
-        from hf_illusions.simplify.collect import model_geometry
+        from hf_illusions.simplify.geometry import model_geometry
 
         folder = resolve(model_path)
         model = load_model(folder)

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from hf_illusions import __version__
+from hf_illusions.version import __version__
 
 DEFAULT_OUT = "reports/bench"
 FULL_DATA = "dyck-illusions"

@@ -13,12 +13,17 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from hf_illusions.errors import CheckpointError
 from hf_illusions.registry import model_classes
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from hf_illusions.simplify.adapter import SimplificationConfig
 
 WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
@@ -235,6 +240,111 @@ def load_checkpoint(path: str | Path, check_finite: bool = True, **load_kwargs: 
     return model.eval()
 
 
+def _adapter_folder(path: str | Path) -> Path:
+    """A local folder, or a Hub repo id downloaded to the cache (only the adapter files)."""
+    local = Path(path)
+    if local.is_dir():
+        return local
+    if local.exists():
+        raise CheckpointError(
+            f"proxy path {str(local)!r} is a file; expected a folder written by save_pretrained"
+        )
+    from hf_illusions.simplify.adapter import CONFIG_NAME, WEIGHTS_NAME
+
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(
+            snapshot_download(
+                str(path),
+                allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "config.json", "*.safetensors", "*.json"],
+            )
+        )
+    except Exception as err:
+        raise CheckpointError(
+            f"proxy {str(path)!r} is neither a local folder nor a reachable Hub repo: {err}"
+        ) from None
+
+
+def load_proxy(
+    path: str | Path, base_model: PreTrainedModel | str | Path | None = None, **base_kwargs: Any
+) -> Any:
+    """Rebuild a saved proxy: a stock model's adapter on its base model, or one of our whole proxies.
+
+    Args:
+        path: folder (or Hub id) written by ``proxy.save_pretrained``.
+        base_model: the base model, or its Hub id / folder; default: the one recorded at save time
+            (our own proxies need none: they hold their weights).
+        **base_kwargs: passed to ``AutoModelForCausalLM.from_pretrained`` when the base is loaded here.
+
+    Raises :class:`~hf_illusions.errors.CheckpointError` when the folder is not a proxy, when no
+    base is known, or when the base's weights differ from the recorded hash. The proxy is in eval
+    mode and gives bit-identical logits to the one saved.
+    """
+    from hf_illusions.simplify import adapter
+
+    folder = _adapter_folder(path)
+    if not (folder / adapter.CONFIG_NAME).is_file():
+        if (folder / "config.json").is_file():
+            return load_checkpoint(folder)
+        raise CheckpointError(
+            f"{str(folder)!r} holds no {adapter.CONFIG_NAME} (and no config.json): not a saved proxy"
+        )
+    config = adapter.SimplificationConfig.from_file(folder / adapter.CONFIG_NAME)
+    base = _base_model(config, base_model, base_kwargs)
+    if config.base_model_class and type(base).__name__ != config.base_model_class:
+        raise CheckpointError(
+            f"the proxy in {str(folder)!r} was fitted on a {config.base_model_class}, "
+            f"got a {type(base).__name__}"
+        )
+    digest = adapter.weights_sha256(base)
+    if config.base_weights_sha256 and digest != config.base_weights_sha256:
+        raise CheckpointError(
+            f"the base model's weights (sha256 {digest[:12]}…) differ from those the proxy in "
+            f"{str(folder)!r} was fitted on ({config.base_weights_sha256[:12]}…, "
+            f"{config.base_model_name_or_path or 'an in-memory model'}); pass the right base_model"
+        )
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from hf_illusions.errors import SimplifierError
+    from hf_illusions.simplify.proxy import build_stock_proxy
+
+    try:
+        fitted = load_file(folder / adapter.WEIGHTS_NAME)
+    except (OSError, SafetensorError) as err:
+        raise CheckpointError(
+            f"{str(folder / adapter.WEIGHTS_NAME)!r} is missing or corrupt: {err}"
+        ) from None
+    try:
+        proxy = build_stock_proxy(base, config, fitted)
+    except SimplifierError as err:
+        raise CheckpointError(
+            f"the buffers in {str(folder)!r} do not fit {type(base).__name__}: {err}"
+        ) from None
+    if config.base_model_name_or_path:
+        proxy.simplification_config.base_model_name_or_path = config.base_model_name_or_path
+    return proxy
+
+
+def _base_model(config: SimplificationConfig, base_model: Any, kwargs: dict[str, Any]) -> PreTrainedModel:
+    from transformers import PreTrainedModel
+
+    if isinstance(base_model, PreTrainedModel):
+        return base_model
+    source = base_model if base_model is not None else config.base_model_name_or_path
+    if not source:
+        raise CheckpointError(
+            "the proxy records no base model (it was fitted on a model built in memory): pass base_model="
+        )
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(source), **kwargs).eval()
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"could not load the base model {str(source)!r}: {err}") from None
+
+
 def check_model_fits(model: Any, vocab_size: int, longest: int, what: str) -> None:
     """Fail before any work if data (``vocab_size`` tokens, ``longest`` ids) cannot go through ``model``.
 
@@ -258,6 +368,7 @@ __all__ = [
     "check_model_fits",
     "check_tokenizer",
     "load_checkpoint",
+    "load_proxy",
     "read_config",
     "resolve",
     "weight_shapes",

@@ -16,8 +16,9 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
+from hf_illusions.argparsing import ArgumentParser, int_list, positive_int
 from hf_illusions.errors import (
     CheckpointError,
     DatasetError,
@@ -30,71 +31,6 @@ from hf_illusions.paths import check_output_path
 
 DEFAULT_DYCK_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "dyck"
 DEFAULT_CODE_CHECKPOINT = DEFAULT_DYCK_CHECKPOINT.with_name("code")
-
-
-class HelpFormatter(argparse.HelpFormatter):
-    """Ends each option's help with its default, unless the help already says what the default is.
-
-    Like ``ArgumentDefaultsHelpFormatter``, minus its ``(default: None)``: an option whose default is
-    ``None`` must say in words what leaving it out does (tests/test_cli_help.py checks each one).
-    """
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if action.required or action.default in (None, argparse.SUPPRESS) or "default" in text:
-            return text
-        return f"{text} (default: %(default)s)"
-
-
-class RawDescriptionHelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """:class:`HelpFormatter` that keeps a multi-line description (a module docstring) as written."""
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose errors are :class:`SettingsError`: one line, no usage dump, one exit path.
-
-    Plain argparse prints the whole usage block and exits from deep inside ``parse_args``;
-    raising instead lets :func:`run` report flag errors exactly like every other bad input.
-    Subparsers are of this class too, so every command gets the same help and errors.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        kwargs.setdefault("formatter_class", HelpFormatter)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> NoReturn:
-        raise SettingsError(f"{message} (see `{self.prog} --help`)")
-
-    def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
-        args = sys.argv[1:] if args is None else args
-        return super().parse_known_args([underscored(a) for a in args], namespace)
-
-
-def underscored(arg: str) -> str:
-    """``--dry-run`` → ``--dry_run`` (also ``--repo-id=x``): both spellings of a flag work, one is listed."""
-    if not arg.startswith("--") or arg == "--":
-        return arg
-    flag, eq, value = arg.partition("=")
-    return "--" + flag[2:].replace("-", "_") + eq + value
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
-    return value
-
-
-def int_list(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers such as 1,2,4, got {text!r}"
-        ) from None
 
 
 def cmd_data_build(args: argparse.Namespace) -> None:
@@ -556,8 +492,8 @@ def cmd_push(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from hf_illusions import __version__
     from hf_illusions.simplify import SIMPLIFIERS  # imported with the package anyway (registration)
+    from hf_illusions.version import __version__
 
     parser = ArgumentParser(prog="hf-illusions", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

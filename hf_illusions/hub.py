@@ -23,17 +23,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import filter_repo_objects
 
 from hf_illusions.errors import IllusionsError
-
-#: Where the project publishes its artifacts; cards link to each other through these ids.
-HUB_REPO_IDS = {
-    "model": "hf-illusions/dyck-transformer",
-    "dataset": "hf-illusions/dyck-illusions",
-    "space": "hf-illusions/interpretability-illusions",
-    "metric": "hf-illusions/faithfulness",
-    # the code task's artifacts: `push model` / `push dataset` pick these for a code folder
-    "code_model": "hf-illusions/code-transformer",
-    "code_dataset": "hf-illusions/code-illusions",
-}
+from hf_illusions.hub_ids import HUB_REPO_IDS
 
 #: Never uploaded: local caches, interrupted writes, training state that is not the model.
 IGNORE_PATTERNS = [

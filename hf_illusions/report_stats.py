@@ -9,12 +9,12 @@ excludes zero, and "within noise" otherwise.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from hf_illusions.findings import CLAIMS, FAITHFUL_AGREEMENT
+from hf_illusions.report import ACCURACY_VERDICTS, fmt, with_ci
 from hf_illusions.statistics import verdict
 
 IID_SPLIT = "test_iid"
@@ -22,23 +22,6 @@ DEPTH_SPLIT = "test_unseen_depth"
 ORIGINAL = "original"
 #: buckets with fewer closes are left out of the plots (their intervals span decades)
 MIN_BUCKET_CLOSES = 20
-
-
-def fmt(x: float | None, digits: int = 3, signed: bool = False) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    if abs(x) < 10 ** (-digits) and x != 0:
-        return f"{x:+.2e}" if signed else f"{x:.2e}"
-    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
-
-
-def with_ci(entry: Mapping | None, digits: int = 3, signed: bool = True) -> str:
-    """``+0.012 [+0.010, +0.014]`` from ``{"value", "ci"}``."""
-    if not entry:
-        return "–"
-    ci = entry.get("ci")
-    bounds = f" [{fmt(ci[0], digits, signed)}, {fmt(ci[1], digits, signed)}]" if ci else ""
-    return f"{fmt(entry.get('value'), digits, signed)}{bounds}"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -61,10 +44,6 @@ def finding_cells(key: str, finding: Mapping) -> list[str]:
     number = finding.get("key") or {}
     what = number.get("what") or finding.get("why") or ""
     return [f"{key}. {CLAIMS[key]}", f"**{finding['verdict']}**", what, with_ci(number, 4) if number else "–"]
-
-
-#: cell words of the accuracy verdicts: over-/under-generalizes, or neither
-ACCURACY_VERDICTS = {"over": "**over**", "under": "**under**", "within noise": "within noise"}
 
 
 def accuracy_verdict_table(results: Mapping, group: str) -> str:

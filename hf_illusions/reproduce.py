@@ -33,14 +33,15 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from hf_illusions import __version__
 from hf_illusions.data.sampling import STRATA_COLUMN, sample_split_rows
 from hf_illusions.errors import SettingsError, SimplifierError, SplitError
 from hf_illusions.evaluation import ORIGINAL, SentenceSums, sentence_sums
+from hf_illusions.fingerprints import sequences_hash, weights_hash
 from hf_illusions.intervals import merge_intervals, split_intervals
 from hf_illusions.paths import check_output_path, portable_path
-from hf_illusions.simplify.collect import model_geometry
+from hf_illusions.simplify.geometry import model_geometry
 from hf_illusions.tasks.dyck import LONG_THRESHOLD, DyckTask
+from hf_illusions.version import __version__
 
 #: full rank (d_head = 64 on the shipped Dyck models) is left out: a centered projection onto every
 #: principal direction is the identity, exact by construction (tested in tests/test_simplify.py)
@@ -181,23 +182,6 @@ def fingerprint(payload: Any) -> str:
     """Stable short hash of a JSON-able payload (key order does not matter)."""
     text = json.dumps(_jsonable(payload), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def sequences_hash(sequences: Sequence[Sequence[int]]) -> str:
-    """Hash of the exact token ids evaluated/fitted: a rebuilt but identical dataset still matches."""
-    digest = hashlib.sha256()
-    for seq in sequences:
-        digest.update(b",".join(str(int(i)).encode() for i in seq) + b";")
-    return digest.hexdigest()[:16]
-
-
-def weights_hash(model: torch.nn.Module) -> str:
-    """Hash of the state dict, so a retrained checkpoint in the same folder invalidates old results."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 FAMILIES = ("svd", "kmeans", "onehot", "interaction_basis", "sparse_circuit")
@@ -679,7 +663,7 @@ def run_reproduction(
     attention_metrics: bool | Sequence[str] = True,
 ) -> Path:
     """The loop every task shares: fit lazily, evaluate each split (resumable), write the report."""
-    from hf_illusions.report import write_report
+    from hf_illusions.report_readme import write_report
 
     task, fit_rows, split_sequences = workload.task, workload.fit_rows, workload.split_sequences
     attention = attention_proxies(attention_metrics, [spec.name for spec in specs])
@@ -870,9 +854,9 @@ def _fit_all(
     (:func:`~hf_illusions.simplify.collect.fit_attention`, bit-identical to fitting each alone);
     ``fit_times`` then holds each setting's own fitting time and ``pass_times`` the shared passes'.
     """
-    from hf_illusions.simplify.base import Simplifier
     from hf_illusions.simplify.collect import fit_attention
     from hf_illusions.simplify.proxy import build_proxy
+    from hf_illusions.simplify.simplifier import Simplifier
 
     groups: dict[str, list[tuple[ProxySpec, dict]]] = {}
     for spec in specs:

@@ -206,7 +206,7 @@ class TrainArgs:
     @classmethod
     def parser(cls) -> argparse.ArgumentParser:
         """The parser of ``hf-illusions train`` and ``scripts/train.py``: a flag per field, help included."""
-        from hf_illusions.cli import ArgumentParser, RawDescriptionHelpFormatter  # one-line errors
+        from hf_illusions.argparsing import ArgumentParser, RawDescriptionHelpFormatter  # one-line errors
 
         parser = ArgumentParser(
             prog="hf-illusions train", description=__doc__, formatter_class=RawDescriptionHelpFormatter
@@ -337,7 +337,7 @@ def describe_training_data(args: TrainArgs, train_ids: list[list[int]]) -> dict:
     whose train split differs (e.g. the code corpus read from other installed package versions)
     could put the model's training text into a test split.
     """
-    from hf_illusions.reproduce import sequences_hash
+    from hf_illusions.fingerprints import sequences_hash
 
     record = {
         "task": args.task,

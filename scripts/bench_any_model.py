@@ -27,7 +27,8 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from hf_illusions.bench import BenchReport, compare, parser
-from hf_illusions.simplify import KMeansSimplifier, SVDSimplifier, load_proxy
+from hf_illusions.checkpoints import load_proxy
+from hf_illusions.simplify import KMeansSimplifier, SVDSimplifier
 from hf_illusions.simplify.adapter import WEIGHTS_NAME
 
 FULL = {

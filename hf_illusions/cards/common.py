@@ -1,7 +1,7 @@
 """What every card shares: Hub ids and tags, the templates folder, results files, number formatting.
 
 Kept apart from the per-card modules so that each of them imports only what it renders, and so the
-ids cards use to link to each other (``HUB_REPO_IDS``) have a single source: :mod:`hf_illusions.hub`.
+ids cards use to link to each other (``HUB_REPO_IDS``) have a single source: :mod:`hf_illusions.hub_ids`.
 """
 
 from __future__ import annotations
@@ -17,12 +17,10 @@ from typing import Any
 from hf_illusions.data.hub_folder import TEMPLATES, load_folder
 from hf_illusions.data.sampling import sample_split_ids
 from hf_illusions.errors import IllusionsError
-from hf_illusions.hub import HUB_REPO_IDS
+from hf_illusions.hub_ids import HUB_REPO_IDS, TAGS
 from hf_illusions.paths import portable_text
 
 IID_SPLIT = "test_iid"
-#: Hub tags of every Dyck card (model, dataset, proxy, Space); the code model card has its own.
-TAGS = ["hf-illusions", "interpretability", "dyck"]
 _CHECKPOINT_DIR = re.compile(r"checkpoint-\d+")
 
 

@@ -142,7 +142,7 @@ BLOCKS = {
 
 def describe_architecture(cfg: Any) -> dict[str, Any]:
     """Sizes and block layout of a Dyck model's config, under one set of names for every family."""
-    from hf_illusions.simplify.collect import config_head_dim
+    from hf_illusions.simplify.geometry import config_head_dim
 
     model_type = cfg.model_type
     return {

@@ -16,13 +16,13 @@ from typing import Any
 
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from hf_illusions import __version__
 from hf_illusions.data import code
 from hf_illusions.data import code_corpus as cc
 from hf_illusions.data.code_labels import PREDICTION_TYPES
 from hf_illusions.data.hub_folder import TEMPLATES, finish_out_dir, prepare_out_dir, size_category
 from hf_illusions.errors import DatasetError, SettingsError
 from hf_illusions.paths import check_output_path
+from hf_illusions.version import __version__
 
 SETTINGS_FILE = "code_settings.json"
 MANIFEST_FILE = "manifest.json"

@@ -7,7 +7,7 @@ proxy.save_pretrained("proxy-svd8")   # reloads with AutoModelForCausalLM after 
 
 ``model`` may also be any transformers model whose attention goes through the attention
 interface (GPT-2, GPT-NeoX, Llama, Qwen2, …); its proxy saves as a small adapter and reloads with
-:func:`load_proxy`. Importing this package registers the proxy attention functions (and their
+:func:`hf_illusions.load_proxy`. Importing this package registers the proxy attention functions (and their
 mask functions, :mod:`~hf_illusions.simplify.seam`); the proxy config/model are registered with
 ``AutoConfig`` / ``AutoModelForCausalLM`` by :mod:`hf_illusions.registry` on ``import hf_illusions``.
 """
@@ -15,8 +15,9 @@ mask functions, :mod:`~hf_illusions.simplify.seam`); the proxy config/model are 
 from typing import Any
 
 from hf_illusions.errors import SimplifierError
-from hf_illusions.simplify.adapter import SimplificationConfig, load_proxy
-from hf_illusions.simplify.base import AttentionSimplification, Simplifier, collect_qk
+from hf_illusions.simplify.adapter import SimplificationConfig
+from hf_illusions.simplify.base import AttentionSimplification
+from hf_illusions.simplify.collect import collect_qk
 from hf_illusions.simplify.interaction_basis import InteractionBasisSimplifier
 from hf_illusions.simplify.kmeans import KMeansSimplifier
 from hf_illusions.simplify.onehot import OneHotSimplifier
@@ -26,6 +27,7 @@ from hf_illusions.simplify.proxy import (
     build_proxy,
     proxy_class,
 )
+from hf_illusions.simplify.simplifier import Simplifier
 from hf_illusions.simplify.svd import SVDSimplifier
 from hf_illusions.sparse.circuit import SparseCircuitPruner
 
@@ -67,7 +69,6 @@ __all__ = [
     "Simplifier",
     "build_proxy",
     "collect_qk",
-    "load_proxy",
     "make_simplifier",
     "proxy_class",
 ]

@@ -7,10 +7,11 @@ simplified attention modules (kilobytes). ``proxy.save_pretrained(dir)`` therefo
   base model: its Hub id or path, class, and a SHA-256 of its weights;
 * ``simplification.safetensors`` — the fitted buffers only;
 
-and :func:`load_proxy` rebuilds the proxy on the base model (given, or loaded from the recorded
-id/path), refusing a base whose weights hash differs: a proxy on other weights is not the proxy.
-Proxies of our own models are whole checkpoints (``AutoModelForCausalLM.from_pretrained``);
-:func:`load_proxy` loads those too.
+and :func:`hf_illusions.checkpoints.load_proxy` rebuilds the proxy on the base model (given, or
+loaded from the recorded id/path), refusing a base whose weights hash differs: a proxy on other
+weights is not the proxy. Proxies of our own models are whole checkpoints
+(``AutoModelForCausalLM.from_pretrained``); ``load_proxy`` loads those too. Loading lives with the
+other loaders in :mod:`hf_illusions.checkpoints`, above this package in the dependency order.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
-from hf_illusions.errors import CheckpointError, SimplifierError
+from hf_illusions.errors import CheckpointError
 
 CONFIG_NAME = "simplification_config.json"
 WEIGHTS_NAME = "simplification.safetensors"
@@ -58,7 +59,7 @@ class SimplificationConfig:
     def for_model(
         cls, model: PreTrainedModel, simplifier: str, heads: dict[str, list[int]], settings: dict[str, Any]
     ) -> SimplificationConfig:
-        from hf_illusions.simplify.collect import model_geometry
+        from hf_illusions.simplify.geometry import model_geometry
 
         geometry = model_geometry(model)
         return cls(
@@ -89,7 +90,7 @@ class SimplificationConfig:
 
 
 def _version() -> str:
-    from hf_illusions import __version__
+    from hf_illusions.version import __version__
 
     return __version__
 
@@ -132,109 +133,10 @@ def save_adapter(proxy: Any, save_directory: str | Path, base_model_name_or_path
     return directory
 
 
-def _adapter_folder(path: str | Path) -> Path:
-    """A local folder, or a Hub repo id downloaded to the cache (only the adapter files)."""
-    local = Path(path)
-    if local.is_dir():
-        return local
-    if local.exists():
-        raise CheckpointError(
-            f"proxy path {str(local)!r} is a file; expected a folder written by save_pretrained"
-        )
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(
-            snapshot_download(
-                str(path),
-                allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "config.json", "*.safetensors", "*.json"],
-            )
-        )
-    except Exception as err:
-        raise CheckpointError(
-            f"proxy {str(path)!r} is neither a local folder nor a reachable Hub repo: {err}"
-        ) from None
-
-
-def load_proxy(
-    path: str | Path, base_model: PreTrainedModel | str | Path | None = None, **base_kwargs: Any
-) -> Any:
-    """Rebuild a saved proxy: a stock model's adapter on its base model, or one of our whole proxies.
-
-    Args:
-        path: folder (or Hub id) written by ``proxy.save_pretrained``.
-        base_model: the base model, or its Hub id / folder; default: the one recorded at save time
-            (our own proxies need none: they hold their weights).
-        **base_kwargs: passed to ``AutoModelForCausalLM.from_pretrained`` when the base is loaded here.
-
-    Raises :class:`~hf_illusions.errors.CheckpointError` when the folder is not a proxy, when no
-    base is known, or when the base's weights differ from the recorded hash. The proxy is in eval
-    mode and gives bit-identical logits to the one saved.
-    """
-    folder = _adapter_folder(path)
-    if not (folder / CONFIG_NAME).is_file():
-        if (folder / "config.json").is_file():
-            from hf_illusions.checkpoints import load_checkpoint
-
-            return load_checkpoint(folder)
-        raise CheckpointError(
-            f"{str(folder)!r} holds no {CONFIG_NAME} (and no config.json): not a saved proxy"
-        )
-    config = SimplificationConfig.from_file(folder / CONFIG_NAME)
-    base = _base_model(config, base_model, base_kwargs)
-    if config.base_model_class and type(base).__name__ != config.base_model_class:
-        raise CheckpointError(
-            f"the proxy in {str(folder)!r} was fitted on a {config.base_model_class}, "
-            f"got a {type(base).__name__}"
-        )
-    digest = weights_sha256(base)
-    if config.base_weights_sha256 and digest != config.base_weights_sha256:
-        raise CheckpointError(
-            f"the base model's weights (sha256 {digest[:12]}…) differ from those the proxy in "
-            f"{str(folder)!r} was fitted on ({config.base_weights_sha256[:12]}…, "
-            f"{config.base_model_name_or_path or 'an in-memory model'}); pass the right base_model"
-        )
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from hf_illusions.simplify.proxy import build_stock_proxy
-
-    try:
-        fitted = load_file(folder / WEIGHTS_NAME)
-    except (OSError, SafetensorError) as err:
-        raise CheckpointError(f"{str(folder / WEIGHTS_NAME)!r} is missing or corrupt: {err}") from None
-    try:
-        proxy = build_stock_proxy(base, config, fitted)
-    except SimplifierError as err:
-        raise CheckpointError(
-            f"the buffers in {str(folder)!r} do not fit {type(base).__name__}: {err}"
-        ) from None
-    if config.base_model_name_or_path:
-        proxy.simplification_config.base_model_name_or_path = config.base_model_name_or_path
-    return proxy
-
-
-def _base_model(config: SimplificationConfig, base_model: Any, kwargs: dict[str, Any]) -> PreTrainedModel:
-    if isinstance(base_model, PreTrainedModel):
-        return base_model
-    source = base_model if base_model is not None else config.base_model_name_or_path
-    if not source:
-        raise CheckpointError(
-            "the proxy records no base model (it was fitted on a model built in memory): pass base_model="
-        )
-    from transformers import AutoModelForCausalLM
-
-    try:
-        return AutoModelForCausalLM.from_pretrained(str(source), **kwargs).eval()
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"could not load the base model {str(source)!r}: {err}") from None
-
-
 __all__ = [
     "CONFIG_NAME",
     "WEIGHTS_NAME",
     "SimplificationConfig",
-    "load_proxy",
     "save_adapter",
     "weights_sha256",
 ]

@@ -59,7 +59,8 @@ from transformers.masking_utils import create_causal_mask
 from hf_illusions.data.batching import pad_batch, token_budget_batches
 from hf_illusions.errors import SimplifierError
 from hf_illusions.modeling import IllusionForCausalLM
-from hf_illusions.simplify.base import ResidualSimplification, Simplifier, fitting_sequences
+from hf_illusions.simplify.base import ResidualSimplification, fitting_sequences
+from hf_illusions.simplify.simplifier import Simplifier
 
 if TYPE_CHECKING:
     from hf_illusions.simplify.proxy import IllusionProxyForCausalLM

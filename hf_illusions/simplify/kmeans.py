@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from hf_illusions.errors import SimplifierError
-from hf_illusions.simplify.base import AttentionSimplification, Simplifier
+from hf_illusions.simplify.base import AttentionSimplification
+from hf_illusions.simplify.simplifier import Simplifier
 
 
 def fit_centroids(x: torch.Tensor, k: int, seed: int = 0, n_init: int | str = "auto") -> torch.Tensor:

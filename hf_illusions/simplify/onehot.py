@@ -11,7 +11,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from hf_illusions.simplify.base import AttentionSimplification, Simplifier
+from hf_illusions.simplify.base import AttentionSimplification
+from hf_illusions.simplify.simplifier import Simplifier
 
 
 def one_hot_argmax(weights: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,8 @@ from typing import Any, ClassVar
 import torch
 
 from hf_illusions.errors import SimplifierError
-from hf_illusions.simplify.base import AttentionSimplification, Simplifier
+from hf_illusions.simplify.base import AttentionSimplification
+from hf_illusions.simplify.simplifier import Simplifier
 
 
 class Moments:

@@ -72,8 +72,9 @@ from torch import nn
 from hf_illusions.data.batching import pad_batch, token_budget_batches
 from hf_illusions.errors import SimplifierError
 from hf_illusions.modeling import IllusionForCausalLM
-from hf_illusions.simplify.base import AttentionSimplification, Simplifier, fitting_sequences
+from hf_illusions.simplify.base import AttentionSimplification, fitting_sequences
 from hf_illusions.simplify.proxy import _NOT_COPIED, IllusionProxyConfig, IllusionProxyForCausalLM
+from hf_illusions.simplify.simplifier import Simplifier
 
 #: node kinds, in the order they are listed within a layer
 NODE_KINDS = ("query", "key", "value", "mlp")
