@@ -31,7 +31,7 @@ README_PROXIES = {
     "dyck": ("svd_r8", "svd_r16", "onehot_l1", "ib_k32", "circuit_0p01"),
     "dyck-sparse": ("svd_r8", "svd_r16", "onehot_l1", "ib_k32", "circuit_0p01"),
     "code": ("svd_r16", "copy_svd_r8", "copy_onehot"),
-    "dyck-llama": ("svd_r8", "svd_r16", "onehot_l1"),
+    "dyck-llama": ("svd_r8", "svd_r16", "svd_r32", "onehot_l1"),
 }
 GROUP_TITLES = {
     "dyck": "dense Dyck",
@@ -42,7 +42,7 @@ GROUP_TITLES = {
 #: the architecture comparison: our dense models (learned absolute positions) against the Llama
 #: ones (rotary positions), same data, sizes and recipe; on these proxies' unseen-depth numbers
 POSITIONS_GROUPS = ("dyck", "dyck-llama")
-POSITIONS_PROXIES = ("svd_r8", "svd_r16", "onehot_l1")
+POSITIONS_PROXIES = ("svd_r8", "svd_r16", "svd_r32", "onehot_l1")
 
 
 def _read(path: Path) -> dict:
