@@ -30,7 +30,7 @@ REPORTS := report-dyck report-code report-dyck-sparse $(LLAMA_REPORTS) \
 BENCH_STAMP := $(VENV)/.installed-bench
 BENCHMARKS := train proxy intervention data fit_eval scaling any_model
 
-.PHONY: install browser reproduce data report-dyck report-dyck-sparse report-code test test-slow bench space lint format clean
+.PHONY: install browser reproduce data report-dyck report-dyck-sparse report-code test test-slow test-python bench space lint format clean
 
 install: $(STAMP)
 
@@ -92,6 +92,31 @@ test: install browser
 test-slow: install
 	$(OFFLINE) $(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
+# `make test-python PY=3.13`: the fast suite under another Python, in its own .venv-py3.13 (cheap to
+# re-run: a stamp file, as for .venv). The interpreter: the newest pyenv 3.13.x, else python3.13 on
+# PATH. The local torch wheel is for 3.11 only, so there pip takes torch 2.13.0 from PyPI: the CUDA
+# build (~3 GB with its nvidia-* packages), which runs on the CPU. CI stays on 3.11 (`make test`).
+PY ?=
+# newest pyenv $(1).N (not a free-threaded 3.13.0t), else python$(1) on PATH, else a clear error
+find_python = py=$$(ls -d "$$(pyenv root 2>/dev/null)"/versions/$(1).*/bin/python 2>/dev/null | \
+		grep -E '/$(subst .,\.,$(1))\.[0-9]+/bin/python$$' | sort -V | tail -n 1); \
+	test -x "$$py" || py=$$(command -v python$(1)) || \
+	{ echo "test-python: no Python $(1) found (pyenv install $(1), or put python$(1) on PATH)" >&2; exit 1; }
+
+test-python: browser
+	@test -n "$(PY)" || { echo "usage: make test-python PY=3.13 (or 3.12, 3.11)" >&2; exit 1; }
+	$(MAKE) --no-print-directory .venv-py$(PY)/.installed
+	$(OFFLINE) .venv-py$(PY)/bin/python -m pytest $(PYTEST_ARGS)
+
+.venv-py%/.installed: pyproject.toml
+	@$(call find_python,$*); test -x .venv-py$*/bin/python || \
+		{ echo "$$py -m venv .venv-py$*"; "$$py" -m venv .venv-py$*; }
+	$(@D)/bin/python -c 'import sys; v = "%d.%d" % sys.version_info[:2]; assert v == "$*", v'
+	$(@D)/bin/pip install --quiet --upgrade pip
+	$(@D)/bin/pip install --quiet torch==2.13.0
+	$(@D)/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
 # Full-size benchmarks (~10 min): reports/bench/<name>.json + README.md. Never fails on speed;
 # `make test` runs each in --smoke mode (tests/test_bench_smoke.py).
 $(BENCH_STAMP): $(STAMP)
@@ -117,4 +142,4 @@ format: install
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) dyck-illusions code-illusions reports/dyck* reports/code* reports/findings runs .pytest_cache
+	rm -rf $(VENV) .venv-py* dyck-illusions code-illusions reports/dyck* reports/code* reports/findings runs .pytest_cache
