@@ -23,11 +23,14 @@ def test_readme_results_block_equals_the_committed_summary():
 
 def test_every_summary_the_readme_quotes_is_committed_and_complete():
     index = json.loads((SUMMARY / "index.json").read_text())
-    assert set(index["groups"]) == {"dyck", "dyck-sparse", "code"}
+    assert set(index["groups"]) == {"dyck", "dyck-sparse", "code", "dyck-llama"}
     # every shipped checkpoint (main seed + checkpoints/<kind>-seed*) has its summary
     for group, names in index["groups"].items():
         shipped = [group, *sorted(p.name for p in (ROOT / "checkpoints").glob(f"{group}-seed*"))]
         assert names == shipped, f"{group}: summaries {names} but checkpoints {shipped}"
+    # and every checkpoint folder is in one group: none is left out of the findings
+    grouped = {name for names in index["groups"].values() for name in names}
+    assert grouped == {p.name for p in (ROOT / "checkpoints").iterdir() if p.is_dir()}
     for names in index["groups"].values():
         for name in names:
             summary = json.loads((SUMMARY / f"{name}.json").read_text())
