@@ -50,6 +50,24 @@ ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
 #: ``--architecture``: our model, or transformers' own Llama (rotary positions, RMSNorm, SwiGLU) or
 #: GPT-2 (learned absolute positions), built at the same sizes from the same flags
 ARCHITECTURES = ("illusion", "llama", "gpt2")
+#: each stock architecture's config field → the ``TrainArgs`` size it takes (same sizes, their names)
+STOCK_SIZE_NAMES = {
+    "llama": {
+        "hidden_size": "d_model",
+        "intermediate_size": "d_mlp",
+        "num_hidden_layers": "n_layer",
+        "num_attention_heads": "n_head",
+        "num_key_value_heads": "n_head",
+        "max_position_embeddings": "n_positions",
+    },
+    "gpt2": {
+        "n_embd": "d_model",
+        "n_inner": "d_mlp",
+        "n_layer": "n_layer",
+        "n_head": "n_head",
+        "n_positions": "n_positions",
+    },
+}
 #: config fields that fix a checkpoint's weight shapes, under each architecture's names
 SIZE_FIELDS = (
     "model_type", "vocab_size", "n_positions", "d_model", "n_layer", "n_head", "d_head", "d_mlp",
@@ -277,43 +295,24 @@ def build_model(args: TrainArgs, vocab_size: int, tokenizer) -> PreTrainedModel:
     model trained here is simplified through the same attention seam as any Hub model; dropout is
     off and embeddings untied, as in ours, so the three differ in their blocks and positions only.
     """
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    sizes = {
+        "vocab_size": vocab_size,
+        **{field: getattr(args, ours) for field, ours in STOCK_SIZE_NAMES.get(args.architecture, {}).items()},
+    }
     special = {
         "pad_token_id": tokenizer.pad_token_id,
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token_id": tokenizer.eos_token_id,
     }
-    if args.architecture == "llama":
-        from transformers import LlamaConfig, LlamaForCausalLM
-
-        config = LlamaConfig(
-            vocab_size=vocab_size,
-            hidden_size=args.d_model,
-            intermediate_size=args.d_mlp,
-            num_hidden_layers=args.n_layer,
-            num_attention_heads=args.n_head,
-            num_key_value_heads=args.n_head,
-            max_position_embeddings=args.n_positions,
-            tie_word_embeddings=False,
-            **special,
-        )
-        return LlamaForCausalLM(config)
-    if args.architecture == "gpt2":
-        from transformers import GPT2Config, GPT2LMHeadModel
-
-        config = GPT2Config(
-            vocab_size=vocab_size,
-            n_positions=args.n_positions,
-            n_embd=args.d_model,
-            n_layer=args.n_layer,
-            n_head=args.n_head,
-            n_inner=args.d_mlp,
-            resid_pdrop=0.0,
-            embd_pdrop=0.0,
-            attn_pdrop=0.0,
-            tie_word_embeddings=False,
-            **special,
-        )
-        return GPT2LMHeadModel(config)
+    stock = {
+        "llama": (LlamaConfig, LlamaForCausalLM, {}),
+        "gpt2": (GPT2Config, GPT2LMHeadModel, {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}),
+    }
+    if args.architecture in stock:
+        config_class, model_class, fixed = stock[args.architecture]
+        return model_class(config_class(**sizes, **fixed, tie_word_embeddings=False, **special))
     config = IllusionConfig(
         vocab_size=vocab_size,
         n_positions=args.n_positions,
