@@ -36,6 +36,7 @@ from hf_illusions.data.dyck_language import (
 )
 from hf_illusions.errors import CheckpointError, DyckError, IllusionsError, SimplifierError
 from hf_illusions.metrics import accuracy, faithfulness, jsd, jsd_per_row
+from hf_illusions.simplify.seam import expose_attention_weights
 from hf_illusions.tasks.dyck import DyckTask, closing_bracket_logits
 
 METHODS = ("svd", "kmeans", "onehot")
@@ -463,11 +464,8 @@ class IllusionExplorer:
         if "train" not in dataset:
             raise IllusionsError(f"dataset needs a 'train' split to fit simplifiers on, has {list(dataset)}")
         self.task = dyck_task(model)
-        if model.config._attn_implementation != "eager":
-            # the Space draws attention maps, which sdpa (a stock model's default) does not return;
-            # eager is the same arithmetic with the weights exposed, and the proxies inherit it
-            model.set_attn_implementation("eager")
-        self.model = model.eval()
+        # the Space draws attention maps, which sdpa (a stock model's default) does not return
+        self.model = expose_attention_weights(model).eval()
         self.dataset = dataset
         self.bank = ProxyBank(model, dataset["train"], **bank_kwargs)
 

@@ -40,6 +40,7 @@ from hf_illusions.fingerprints import sequences_hash, weights_hash
 from hf_illusions.intervals import merge_intervals, split_intervals
 from hf_illusions.paths import check_output_path, portable_path
 from hf_illusions.simplify.geometry import model_geometry
+from hf_illusions.simplify.seam import expose_attention_weights
 from hf_illusions.tasks.dyck import LONG_THRESHOLD, DyckTask
 from hf_illusions.version import __version__
 
@@ -513,11 +514,8 @@ def _load_model_and_data(
     check_output_path(out_dir, arg="out_dir", reuse=True)  # an existing report folder is resumed
     timing: dict[str, Any] = {}
     tick = time.perf_counter()
-    model = load_checkpoint(model_dir)
-    if model.config._attn_implementation not in ("eager", None):
-        # the attention metrics compare the original's attention weights with each proxy's; a stock
-        # model's sdpa kernel returns none, so the original runs its own eager attention here
-        model.set_attn_implementation("eager")
+    # the attention metrics compare the original's attention weights with each proxy's
+    model = expose_attention_weights(load_checkpoint(model_dir))
     timing["load_model_s"] = time.perf_counter() - tick
 
     tick = time.perf_counter()

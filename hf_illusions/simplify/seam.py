@@ -199,6 +199,17 @@ AttentionMaskInterface.register(ATTN_IMPLEMENTATION, eager_mask)
 AttentionMaskInterface.register(ATTN_IMPLEMENTATION_SDPA, sdpa_mask)
 
 
+def expose_attention_weights(model: PreTrainedModel) -> PreTrainedModel:
+    """Switch ``model`` to its own eager attention when its kernel returns no weights (sdpa, flash).
+
+    Eager is the same arithmetic with the probabilities exposed, so attention maps and attention
+    metrics of the original exist; proxies built from the model afterwards inherit it. In place.
+    """
+    if model.config._attn_implementation != "eager":
+        model.set_attn_implementation("eager")
+    return model
+
+
 def proxy_implementation(requested: str | None, default: str) -> str:
     """The proxy attention for a requested implementation: eager → eager variant, any other → sdpa."""
     if requested is None:
