@@ -86,10 +86,25 @@ def pinned_dir() -> Path | None:
     folder = Path(value)
     if not folder.is_dir():
         raise DatasetError(
-            f"${SOURCES_ENV}={value!r} is not a folder; create it with `pip install --no-deps --target "
-            f"{value} " + " ".join(f"{n}=={v}" for n, v in PINNED_SOURCES.items()) + "` or unset it"
+            f"${SOURCES_ENV}={value!r} is not a folder; create it with `{pin_command(value)}` or unset it"
         )
     return folder
+
+
+def pin_command(folder: str | Path, names: Iterable[str] = PINNED_SOURCES) -> str:
+    """The ``pip install --target`` line that puts the pinned versions of ``names`` into ``folder``."""
+    pins = " ".join(f"{n}=={PINNED_SOURCES.get(n, '<version>')}" for n in names)
+    return f"pip install --no-deps --target {folder} {pins}"
+
+
+def _key(name: str) -> str:
+    """A distribution name as metadata lookups compare it (``huggingface-hub`` = ``huggingface_hub``)."""
+    return name.replace("-", "_").lower()
+
+
+def folder_distributions(folder: Path) -> dict[str, importlib.metadata.Distribution]:
+    """The distributions ``pip install --target`` left in ``folder``, by normalised name."""
+    return {_key(d.metadata["Name"] or ""): d for d in importlib.metadata.distributions(path=[str(folder)])}
 
 
 def install_pinned_sources(folder: str | Path) -> Path:
@@ -103,14 +118,11 @@ def install_pinned_sources(folder: str | Path) -> Path:
     import sys
 
     folder = Path(folder)
-    have = {
-        (d.metadata["Name"] or "").replace("-", "_").lower(): d.version
-        for d in importlib.metadata.distributions(path=[str(folder)])
-    } if folder.is_dir() else {}  # fmt: skip
+    have = folder_distributions(folder) if folder.is_dir() else {}
     missing = [
         f"{name}=={version}"
         for name, version in PINNED_SOURCES.items()
-        if have.get(DISTRIBUTIONS.get(name, name).replace("-", "_").lower()) != version
+        if getattr(have.get(_key(DISTRIBUTIONS.get(name, name))), "version", None) != version
     ]
     if missing:
         cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--upgrade", "--target"]
@@ -128,11 +140,7 @@ def _distribution(name: str) -> importlib.metadata.Distribution | None:
     dist = DISTRIBUTIONS.get(name, name)
     folder = pinned_dir()
     if folder is not None:
-        wanted = dist.replace("-", "_").lower()
-        for found in importlib.metadata.distributions(path=[str(folder)]):
-            if (found.metadata["Name"] or "").replace("-", "_").lower() == wanted:
-                return found
-        return None
+        return folder_distributions(folder).get(_key(dist))
     try:
         return importlib.metadata.distribution(dist)
     except importlib.metadata.PackageNotFoundError:
@@ -150,7 +158,7 @@ def package_root(name: str) -> tuple[Path, str, str, str]:
         if not (folder / name).is_dir():
             raise DatasetError(
                 f"package {name!r} is not in ${SOURCES_ENV}={str(folder)!r}; install it there with "
-                f"`pip install --no-deps --target {folder} {name}=={PINNED_SOURCES.get(name, '<version>')}`"
+                f"`{pin_command(folder, [name])}`"
             )
         return folder / name, "**/*.py", "python", package_license(DISTRIBUTIONS.get(name, name))
     spec = importlib.util.find_spec(name)
