@@ -46,7 +46,7 @@ def stock_classes(model_type: str | None) -> tuple[type, type] | None:
 
 def classes_of(model_type: str | None) -> tuple[type, type] | None:
     """(config class, model class) for ``model_type``: ours first, then transformers' causal LMs."""
-    return model_classes().get(model_type) if model_type in model_classes() else stock_classes(model_type)
+    return model_classes().get(model_type) or stock_classes(model_type)
 
 
 def read_config(path: Path) -> Any:

@@ -69,11 +69,10 @@ STOCK_SIZE_NAMES = {
     },
 }
 #: config fields that fix a checkpoint's weight shapes, under each architecture's names
-SIZE_FIELDS = (
-    "model_type", "vocab_size", "n_positions", "d_model", "n_layer", "n_head", "d_head", "d_mlp",
-    "max_position_embeddings", "hidden_size", "num_hidden_layers", "num_attention_heads",
-    "num_key_value_heads", "intermediate_size", "n_embd", "n_inner",
-)  # fmt: skip
+SIZE_FIELDS = frozenset(
+    {"model_type", "vocab_size", "n_positions", "d_model", "n_layer", "n_head", "d_head", "d_mlp"}
+    | {field for names in STOCK_SIZE_NAMES.values() for field in names}
+)
 TRACKERS = ("auto", "none", "tensorboard", "trackio", "wandb", "aim", "comet_ml", "mlflow", "clearml")
 CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
 TRAINING_DATA_FILE = "training_data.json"
