@@ -65,6 +65,10 @@ _LAZY: dict[str, str] = {
     # evaluation and whole studies
     "evaluate_models": "hf_illusions.evaluation",
     "evaluate_own_model": "hf_illusions.own_data",
+    "ReproductionConfig": "hf_illusions.config",
+    "SampleConfig": "hf_illusions.config",
+    "SweepConfig": "hf_illusions.config",
+    "reproduce": "hf_illusions.reproduce",
     "reproduce_code": "hf_illusions.reproduce",
     "reproduce_dyck": "hf_illusions.reproduce",
     # the exception every bad input raises (each also a ValueError or OSError)
@@ -73,13 +77,14 @@ _LAZY: dict[str, str] = {
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from hf_illusions.checkpoints import load_checkpoint, load_proxy
+    from hf_illusions.config import ReproductionConfig, SampleConfig, SweepConfig
     from hf_illusions.data.code_folder import verify_code_folder, write_code_folder
     from hf_illusions.data.hub_folder import load_folder, write_dyck_folder
     from hf_illusions.data.verify import verify_dyck_folder
     from hf_illusions.errors import IllusionsError
     from hf_illusions.evaluation import evaluate_models
     from hf_illusions.own_data import evaluate_own_model
-    from hf_illusions.reproduce import reproduce_code, reproduce_dyck
+    from hf_illusions.reproduce import reproduce, reproduce_code, reproduce_dyck
     from hf_illusions.simplify import (
         SIMPLIFIERS,
         InteractionBasisSimplifier,
@@ -118,8 +123,11 @@ __all__ = [  # the eager names, then every name of _LAZY (tests/test_api.py chec
     "KMeansSimplifier",
     "LanguageModelTask",
     "OneHotSimplifier",
+    "ReproductionConfig",
     "SVDSimplifier",
+    "SampleConfig",
     "SparseCircuitPruner",
+    "SweepConfig",
     "__version__",
     "evaluate_models",
     "evaluate_own_model",
@@ -127,6 +135,7 @@ __all__ = [  # the eager names, then every name of _LAZY (tests/test_api.py chec
     "load_folder",
     "load_proxy",
     "make_simplifier",
+    "reproduce",
     "reproduce_code",
     "reproduce_dyck",
     "verify_code_folder",

@@ -60,6 +60,12 @@ def _header(results: Mapping, out_dir: Path) -> str:
         + (", ".join(s for s, r in (results.get("resumed") or {}).items() if r) or "none"),
         "- versions: " + ", ".join(f"{k} {v}" for k, v in (results.get("versions") or {}).items()),
     ]
+    if results.get("config"):  # results.json records the whole config: the report can be made again
+        lines.append(
+            "- to make it again: `hf-illusions reproduce --config <this folder>/results.json` (its "
+            "`config` holds every setting, with paths relative to this folder; finished splits are "
+            "reused unless `--out` names another folder)"
+        )
     return "\n".join(lines)
 
 

@@ -1,0 +1,188 @@
+"""`hf-illusions evaluate`: saved proxies on dataset splits, or a simplifier fitted on your own text."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from hf_illusions.argparsing import positive_int
+from hf_illusions.cli.common import add_layers_and_heads, add_model_and_data, load_data_and_model
+from hf_illusions.errors import SettingsError
+from hf_illusions.jsonio import write_json
+from hf_illusions.paths import check_output_path
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    if args.simplifier is not None:
+        cmd_evaluate_own(args)
+        return
+    given = [f"--{k}" for k, v in vars(args).items() if k in OWN_DATA_DEFAULTS and v != OWN_DATA_DEFAULTS[k]]
+    if given:
+        raise SettingsError(
+            f"{', '.join(given)} apply only with --simplifier (fit and evaluate on your own text)"
+        )
+    from hf_illusions.data.hub_folder import select_splits
+    from hf_illusions.evaluation import evaluate_models
+
+    args.out = args.out or "reports/evaluate.json"
+    check_output_path(args.out, args.overwrite, arg="--out", kind="file")
+    names = [Path(p).name for p in args.proxy]
+    if len(set(names)) < len(names):
+        raise SettingsError(f"--proxy folders must have distinct names (they label the results), got {names}")
+    ds, task, original, proxies = load_data_and_model(args.data, args.model, args.proxy)
+    splits = select_splits(ds, args.splits or [s for s in ds if s.startswith("test_")], arg="--splits")
+    results = {}
+    for split in splits:
+        seqs = ds[split].data.column("input_ids").to_pylist()[: args.max_sentences]
+        results[split] = evaluate_models(original, seqs, task, proxies, progress=True, desc=split)
+    write_json(args.out, results)
+    print(f"wrote {args.out}")
+
+
+#: `evaluate` flags of the own-data mode (``--simplifier``) and their defaults
+OWN_DATA_DEFAULTS: dict[str, Any] = {
+    "rank": None,
+    "k": None,
+    "layers": None,
+    "heads": None,
+    "text_column": "text",
+    "fit_split": "train",
+    "reference": None,
+    "window": 128,
+    "max_windows": None,
+    "n_fit": 1000,
+    "seed": 0,
+    "no_bos": False,
+    "save_proxy": None,
+    "device": None,
+    "dtype": None,
+    "device_map": None,
+}
+
+
+def cmd_evaluate_own(args: argparse.Namespace) -> None:
+    """``evaluate --simplifier …``: fit on the user's own text and write the full report to --out."""
+    from hf_illusions.own_data import evaluate_own_model
+
+    if args.proxy or args.max_sentences is not None:
+        flag = "--proxy" if args.proxy else "--max_sentences"
+        raise SettingsError(
+            f"{flag} does not apply with --simplifier (it fits its own proxy; use --max_windows)"
+        )
+    out = args.out or "reports/own_model"
+    check_output_path(out, args.overwrite, arg="--out")
+    if args.save_proxy:
+        check_output_path(args.save_proxy, args.overwrite, arg="--save_proxy")
+    ev = evaluate_own_model(
+        args.model,
+        args.data,
+        simplifier=args.simplifier,
+        rank=args.rank,
+        k=args.k,
+        layers=args.layers,
+        heads=args.heads,
+        text_column=args.text_column,
+        fit_split=args.fit_split,
+        splits=args.splits,
+        reference=args.reference,
+        window=args.window,
+        max_windows=args.max_windows,
+        n_fit=args.n_fit,
+        seed=args.seed,
+        add_bos=False if args.no_bos else None,
+        out=out,
+        overwrite=args.overwrite,
+        progress=True,
+        device=args.device,
+        dtype=args.dtype,
+        device_map=args.device_map,
+    )
+    if not ev.is_main_process:  # a data-parallel run: the main process writes and reports
+        return
+    print(f"wrote {out}/results.json and {ev.report}")
+    if args.save_proxy:
+        if hasattr(ev.proxy, "simplification_config"):  # a stock model's proxy: a small adapter
+            ev.proxy.save_pretrained(args.save_proxy, base_model_name_or_path=args.model)
+        else:  # our own model's proxy: a full checkpoint (AutoModelForCausalLM)
+            ev.proxy.save_pretrained(args.save_proxy)
+        print(f"wrote the proxy to {args.save_proxy}/ (hf_illusions.load_proxy({args.save_proxy!r}))")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """The ``evaluate`` command."""
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="faithfulness of saved proxies on dataset splits, or of a fitted proxy on your own text",
+        description=(
+            "Two modes. Without --simplifier: evaluate saved --proxy folders on a token dataset "
+            "(Dyck/code folders; --out is a JSON file). With --simplifier: load --model (a folder "
+            "or Hub id, any transformers causal LM, with its tokenizer), tokenize the --text_column "
+            "of --data (a dataset folder or Hub id) into windows, fit the simplifier on --fit_split "
+            "and write results.json, README.md and plots to the folder --out."
+        ),
+    )
+    add_model_and_data(evaluate, "the original model (with --simplifier: any causal LM, folder or Hub id)")
+    evaluate.add_argument(
+        "--proxy", action="append", default=[], help="a saved proxy folder (repeatable; default: none)"
+    )
+    evaluate.add_argument(
+        "--splits",
+        type=lambda s: s.split(","),
+        default=None,
+        help="comma-separated (default: test_* splits; with --simplifier every split but --fit_split)",
+    )
+    evaluate.add_argument(
+        "--max_sentences",
+        type=positive_int,
+        default=None,
+        help="score only the first N sentences of each split (default: all)",
+    )
+    evaluate.add_argument(
+        "--out",
+        default=None,
+        help="default reports/evaluate.json; with --simplifier a folder, reports/own_model",
+    )
+    evaluate.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    own = evaluate.add_argument_group("your own model and text (with --simplifier)")
+    own.add_argument(
+        "--simplifier",
+        choices=["svd", "kmeans", "onehot"],
+        default=None,
+        help="fit this simplifier on --data's text (default: none, evaluate saved --proxy folders)",
+    )
+    own.add_argument(
+        "--rank", type=positive_int, default=None, help="svd: kept query/key directions (required there)"
+    )
+    own.add_argument("--k", type=positive_int, default=None, help="kmeans: clusters (required there)")
+    add_layers_and_heads(own)
+    own.add_argument("--text_column", default="text", help="column holding the text")
+    own.add_argument("--fit_split", default="train", help="split the simplifier is fitted on")
+    own.add_argument(
+        "--reference", default=None, help="split gaps are taken against (default: first of --splits)"
+    )
+    own.add_argument("--window", type=positive_int, default=128, help="tokens per window, BOS included")
+    own.add_argument(
+        "--max_windows", type=positive_int, default=None, help="seeded sample per split (default: all)"
+    )
+    own.add_argument("--n_fit", type=positive_int, default=1000, help="most --fit_split windows to fit on")
+    own.add_argument("--seed", type=int, default=0, help="seed of the window samples and the fit")
+    own.add_argument("--no_bos", action="store_true", help="do not start windows with the BOS token")
+    own.add_argument(
+        "--save_proxy", default=None, help="also save the fitted proxy (an adapter) here (default: don't)"
+    )
+    own.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, mps")
+    own.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default=None,
+        help="default float32; bfloat16/float16 only where the device has them. Data-parallel: "
+        "ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m hf_illusions.cli evaluate …",
+    )
+    own.add_argument(
+        "--device_map",
+        default=None,
+        help="for a model larger than one device: auto (or balanced, sequential, a device) spreads its "
+        "layers over the GPUs as it loads (accelerate); not with --device (default: one device)",
+    )
+    evaluate.set_defaults(func=cmd_evaluate)

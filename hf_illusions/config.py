@@ -1,0 +1,426 @@
+"""What a reproduction is: one :class:`ReproductionConfig` says which model, which data, which
+simplifier settings, which sample of sentences, which seeds and where the report goes.
+
+Every way of starting a study builds one and hands it to :func:`hf_illusions.reproduce.reproduce`:
+the command line (``hf-illusions reproduce``), the Python API (``hi.ReproductionConfig.for_task``),
+the benchmarks and the Space (which fits the report's sweep). The report writes it into
+``results.json`` under ``"config"`` (paths relative to the report folder), so a report says exactly
+how it was made, and ``ReproductionConfig.from_results("reports/dyck/results.json")`` — or
+``hf-illusions reproduce --config reports/dyck/results.json`` — runs it again.
+
+The sweeps of the paper and the project's presets live here as constants, next to the fields they
+fill. Nothing here imports torch or the rest of the package: a config is plain data, checked when
+it is made (an impossible setting fails before any model is loaded).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from hf_illusions.errors import PathError, SettingsError
+from hf_illusions.paths import portable_path
+
+TASKS = ("dyck", "code")
+FAMILIES = ("svd", "kmeans", "onehot", "interaction_basis", "sparse_circuit")
+#: families of the code study (the interaction basis and circuits are Dyck-only extensions)
+CODE_FAMILIES = ("svd", "kmeans", "onehot")
+
+#: full rank (d_head = 64 on the shipped Dyck models) is left out: a centered projection onto every
+#: principal direction is the identity, exact by construction (tested in tests/test_simplify.py)
+DEFAULT_SVD_RANKS = (1, 2, 4, 8, 16, 32)
+#: k-means never looks faithful on Dyck (IID agreement at closes 0.80 at k = 64, 0.83 at k = 256, 0.86
+#: at k = 1024, 0.88 at k = 4096, measured by scripts/kmeans_ceiling.py into
+#: reports/summary/kmeans_ceiling.json); k = 256 is the largest setting a full reproduction can afford.
+#: Every other power of 4 between: k = 8 and 32 added two more unfaithful points to the same
+#: monotone curve (finding 1 compares the smallest with the largest k, which stay).
+DEFAULT_KMEANS_KS = (2, 4, 16, 64, 256)
+#: the beyond-the-paper sweeps ``hf-illusions reproduce dyck`` (and so ``make reproduce``) adds;
+#: the Python functions add them only when asked (``interaction_basis_ks``, ``circuit_slacks``)
+DEFAULT_IB_KS = (8, 16, 32)
+#: circuit targets, as allowed next-token loss increase (nats) over the model's own loss
+DEFAULT_CIRCUIT_SLACKS = (0.01, 0.05, 0.2)
+CODE_SVD_RANKS = (1, 2, 4, 8, 16, 32)
+CODE_KMEANS_KS = (4, 16, 64)
+#: ranks of the copying head's own SVD proxies (code)
+COPY_HEAD_SVD_RANKS = (1, 2, 4, 8)
+
+#: extra training seeds are evaluated on each family's representative settings only (≥ 2 settings
+#: per swept family, so finding 1 can still be tested) and without attention metrics (no finding
+#: uses them); ``--sweep seed`` on the command line
+SEED_SWEEPS: dict[str, dict[str, Any]] = {
+    "dyck": {
+        "svd_ranks": (4, 8, 16),
+        "kmeans_ks": (64, 256),
+        "interaction_basis_ks": (32,),
+        "circuit_slacks": (),
+        "max_eval_sentences": 1000,
+        "attention_metrics": False,
+    },
+    "code": {
+        "svd_ranks": (8, 16, 32),
+        "kmeans_ks": (16, 64),
+        "copy_head_ranks": (4, 8),
+        "max_eval_sentences": 400,
+        "attention_metrics": False,
+    },
+}
+#: sentences (windows) scored per test split by ``hf-illusions reproduce`` (and so ``make
+#: reproduce``), full sweep and seed sweep alike: every report of a task scores the same seeded rows,
+#: so seeds are compared on the same sentences. Half of each 2,000-sentence Dyck split and two thirds
+#: of the 600 code windows the first code reports scored: the intervals are ~1.4x (~1.2x) wider, and
+#: every shipped model fits a 20-minute reproduction on 2 cores. ``--max_eval_sentences`` overrides.
+EVAL_SENTENCES = {"dyck": 1000, "code": 400}
+#: the proxies whose attention JSD / argmax agreement the full sweep measures (the report's
+#: "Attention JSD per layer" table): the representative settings the README and the findings show,
+#: plus whole-model one-hot. Attention metrics are float64 over every (head, query, key) entry and
+#: cost about one more forward pass per proxy; no finding uses them.
+ATTENTION_PROXIES = {
+    "dyck": ("svd_r8", "svd_r16", "onehot", "onehot_l1", "ib_k32", "circuit_0p01"),
+    "code": ("svd_r16", "onehot", "copy_svd_r8", "copy_onehot"),
+}
+#: a smoke run (``--quick``): fewer settings, sentences and fitting sequences
+QUICK = {
+    "dyck": {
+        "svd_ranks": (1, 4, 16),
+        "kmeans_ks": (4, 16),
+        "max_eval_sentences": 200,
+        "n_fit_sequences": 200,
+        "interaction_basis_ks": (16,),
+        "circuit_slacks": (0.1,),
+    },
+    "code": {"svd_ranks": (1, 4, 16), "kmeans_ks": (4, 16), "max_eval_sentences": 200, "n_fit_sequences": 50},
+}
+
+CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+#: per task: the shipped model, the dataset folder, the preset it is built with, the report folder
+TASK_DEFAULTS = {
+    "dyck": {"model": str(CHECKPOINTS / "dyck"), "data": "dyck-illusions", "data_config": "dyck-20-10",
+             "out": "reports/dyck"},
+    "code": {"model": str(CHECKPOINTS / "code"), "data": "code-illusions", "data_config": "code-py",
+             "out": "reports/code"},
+}  # fmt: skip
+#: the Python API's sweep of each task (``reproduce_dyck`` / ``reproduce_code``): the paper's
+FUNCTION_DEFAULTS: dict[str, dict[str, Any]] = {
+    "dyck": {"svd_ranks": DEFAULT_SVD_RANKS, "kmeans_ks": DEFAULT_KMEANS_KS, "n_fit_sequences": 1000,
+             "max_eval_sentences": None},
+    "code": {"svd_ranks": CODE_SVD_RANKS, "kmeans_ks": CODE_KMEANS_KS, "copy_head_ranks": COPY_HEAD_SVD_RANKS,
+             "n_fit_sequences": 250, "max_eval_sentences": 600},
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """The simplifier families that run and the settings each one sweeps.
+
+    Args:
+        families: families to run (subset of :data:`FAMILIES`); ``None``: the task's default — every
+            family for Dyck (minus those that need our own model, said so in results.json), and
+            :data:`CODE_FAMILIES` for code.
+        svd_ranks / kmeans_ks: the paper's sweeps (ranks above the model's ``d_head`` are capped).
+        onehot: one-hot attention in every layer, and in each layer alone.
+        interaction_basis_ks / circuit_slacks: beyond the paper (Dyck): kept interaction-basis
+            directions, and pruned circuits' allowed loss increase over the model's own (nats).
+        copy_head_ranks: code: SVD ranks of the copying head simplified alone.
+        layers: simplify only these layers (Dyck; default all).
+        fit_seed: seed of every fit's randomness (k-means initialization and reservoir samples).
+        attention_metrics: attention JSD / argmax agreement for every proxy (``True``), none
+            (``False``) or the named proxies only; no other number depends on it.
+    """
+
+    families: tuple[str, ...] | None = None
+    svd_ranks: tuple[int, ...] = DEFAULT_SVD_RANKS
+    kmeans_ks: tuple[int, ...] = DEFAULT_KMEANS_KS
+    onehot: bool = True
+    interaction_basis_ks: tuple[int, ...] = ()
+    circuit_slacks: tuple[float, ...] = ()
+    copy_head_ranks: tuple[int, ...] = ()
+    layers: tuple[int, ...] | None = None
+    fit_seed: int = 0
+    attention_metrics: bool | tuple[str, ...] = True
+
+    def __post_init__(self) -> None:
+        if self.families is not None:
+            _set(self, "families", check_families(_strings(self.families, "families")))
+        for name in ("svd_ranks", "kmeans_ks", "interaction_basis_ks", "copy_head_ranks"):
+            _set(self, name, _counts(getattr(self, name), name, minimum=1))
+        if self.layers is not None:
+            _set(self, "layers", _counts(self.layers, "layers", minimum=0))
+        slacks = tuple(self.circuit_slacks)
+        if not all(_is_number(s) and math.isfinite(s) and s > 0 for s in slacks):
+            raise SettingsError(f"circuit_slacks must be finite numbers > 0 (nats), got {list(slacks)}")
+        _set(self, "circuit_slacks", tuple(float(s) for s in slacks))
+        _check_int(self.fit_seed, "fit_seed", minimum=0)
+        if not isinstance(self.onehot, bool):
+            raise SettingsError(f"onehot must be True or False, got {self.onehot!r}")
+        if not isinstance(self.attention_metrics, bool):
+            _set(self, "attention_metrics", _strings(self.attention_metrics, "attention_metrics"))
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """Which rows are fitted on and scored: sizes of the seeded samples and their seed.
+
+    Args:
+        n_fit_sequences: training sequences every simplifier fits on (a seeded sample of ``train``).
+        max_eval_sentences: sentences (code: windows) scored per test split, a seeded sample
+            (stratified by package for code); ``None`` scores every one.
+        seed: seed of both samples (results.json records the rows drawn).
+    """
+
+    n_fit_sequences: int = 1000
+    max_eval_sentences: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_int(self.n_fit_sequences, "n_fit_sequences", minimum=1)
+        if self.max_eval_sentences is not None:
+            _check_int(self.max_eval_sentences, "max_eval_sentences", minimum=1, none_ok=True)
+        _check_int(self.seed, "seed", minimum=0)
+
+
+@dataclass(frozen=True)
+class ReproductionConfig:
+    """Everything that determines a reproduction: build one, pass it to :func:`~hf_illusions.reproduce`.
+
+    Args:
+        task: ``"dyck"`` or ``"code"`` (which data, which positions are scored, which report).
+        model: the original model (a folder: ours, or a transformers causal LM such as Llama).
+        data: its dataset folder, built with preset ``data_config`` when missing.
+        out: the report folder; an existing one is resumed (``resume``).
+        sweep / sample: the simplifier settings and the sentences (see their classes).
+        allow_other_training_data: score even if ``data`` holds another train split than the
+            model was trained on (its test splits may then hold training text).
+        max_batch_tokens / progress / resume / save_proxies: how the run goes, not what it measures
+            (not part of a split's fingerprint): memory per forward pass, progress bars, reuse of
+            finished splits, and keeping the fitted proxies in ``<out>/proxies/``.
+
+    >>> from hf_illusions.config import ReproductionConfig
+    >>> config = ReproductionConfig.for_task("dyck", sweep="seed", model="checkpoints/dyck-seed1")
+    >>> config.sweep.svd_ranks, config.sample.max_eval_sentences
+    ((4, 8, 16), 1000)
+    >>> ReproductionConfig.from_dict(config.to_dict()) == config
+    True
+    """
+
+    task: str
+    model: str
+    data: str
+    data_config: str
+    out: str
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    allow_other_training_data: bool = False
+    max_batch_tokens: int = 16384
+    progress: bool = True
+    resume: bool = True
+    save_proxies: bool = False
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise SettingsError(f"task must be one of {list(TASKS)}, got {self.task!r}")
+        for name in ("model", "data", "data_config", "out"):
+            value = getattr(self, name)
+            if not isinstance(value, str | os.PathLike) or not os.fspath(value):
+                raise SettingsError(f"{name} must be a non-empty path or name, got {value!r}")
+            _set(self, name, os.fspath(value))
+        _check_int(self.max_batch_tokens, "max_batch_tokens", minimum=1)
+        sweep = self.sweep
+        if self.task == "code":  # the extensions and per-layer sweeps are Dyck's
+            other = [f for f in sweep.families or () if f not in CODE_FAMILIES]
+            given = {
+                "interaction_basis_ks": sweep.interaction_basis_ks,
+                "circuit_slacks": sweep.circuit_slacks,
+            }
+            given |= {"layers": sweep.layers, "families": other}
+            wrong = [name for name, value in given.items() if value]
+            if wrong:
+                raise SettingsError(
+                    f"{wrong} do not apply to the code reproduction (families: {list(CODE_FAMILIES)})"
+                )
+        elif sweep.copy_head_ranks:
+            raise SettingsError("copy_head_ranks apply to the code reproduction only (its copying head)")
+
+    @classmethod
+    def create(cls, task: str, **settings: Any) -> ReproductionConfig:
+        """A config from flat keyword arguments: any field of this class, :class:`SweepConfig` or
+        :class:`SampleConfig` (``svd_ranks=…``, ``max_eval_sentences=…``); unnamed ones keep their
+        defaults, and the task's paths default to :data:`TASK_DEFAULTS`."""
+        own, sweep, sample = _field_names(cls), _field_names(SweepConfig), _field_names(SampleConfig)
+        unknown = sorted(set(settings) - own - sweep - sample)
+        if unknown:
+            raise SettingsError(
+                f"unknown reproduction settings {unknown}; known: {sorted((own | sweep | sample) - {'task'})}"
+            )
+        if task not in TASKS:
+            raise SettingsError(f"task must be one of {list(TASKS)}, got {task!r}")
+        values = {k: v for k, v in settings.items() if k in own}
+        for name, default in TASK_DEFAULTS[task].items():
+            if values.get(name) is None:
+                values[name] = default
+        return cls(
+            task=task,
+            **values,
+            sweep=SweepConfig(**{k: v for k, v in settings.items() if k in sweep}),
+            sample=SampleConfig(**{k: v for k, v in settings.items() if k in sample}),
+        )
+
+    @classmethod
+    def for_task(
+        cls, task: str, sweep: str = "full", quick: bool = False, **overrides: Any
+    ) -> ReproductionConfig:
+        """What ``hf-illusions reproduce TASK`` runs (so ``make reproduce``), with ``overrides``.
+
+        ``sweep="full"``: every setting, attention metrics for :data:`ATTENTION_PROXIES`;
+        ``sweep="seed"``: :data:`SEED_SWEEPS`, for extra training seeds. Both score
+        :data:`EVAL_SENTENCES` per split. ``quick``: :data:`QUICK`, a smoke run. ``overrides``
+        are flat settings as in :meth:`create` (they win over the presets).
+        """
+        if task not in TASKS:
+            raise SettingsError(f"task must be one of {list(TASKS)}, got {task!r}")
+        if sweep not in ("full", "seed"):
+            raise SettingsError(f"sweep must be 'full' or 'seed', got {sweep!r}")
+        preset: dict[str, Any] = {**FUNCTION_DEFAULTS[task], "max_eval_sentences": EVAL_SENTENCES[task]}
+        if task == "dyck":
+            preset |= {"interaction_basis_ks": DEFAULT_IB_KS, "circuit_slacks": DEFAULT_CIRCUIT_SLACKS}
+        if sweep == "seed":
+            preset |= SEED_SWEEPS[task]
+        else:
+            preset["attention_metrics"] = ATTENTION_PROXIES[task]
+        if quick:
+            preset |= QUICK[task]
+        return cls.create(task, **{**preset, **overrides})
+
+    def to_dict(self, relative_to: str | Path | None = None) -> dict[str, Any]:
+        """Plain JSON data; with ``relative_to`` (the report folder) local paths are written relative
+        to it, so the file names no folder of the machine that made it and still resolves."""
+        out = asdict(self)
+        if relative_to is not None:
+            for name in ("model", "data", "out"):
+                out[name] = _relative(getattr(self, name), relative_to)
+        return json.loads(json.dumps(out))  # tuples -> lists, exactly what the file holds
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], base: str | Path | None = None) -> ReproductionConfig:
+        """The inverse of :meth:`to_dict`; relative local paths are resolved against ``base``."""
+        if not isinstance(data, Mapping):
+            raise SettingsError(f"a reproduction config must be a JSON object, got {type(data).__name__}")
+        known = _field_names(cls)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SettingsError(f"unknown reproduction config fields {unknown}; known: {sorted(known)}")
+        values = dict(data)
+        for name, kind in (("sweep", SweepConfig), ("sample", SampleConfig)):
+            part = values.get(name, {})
+            if not isinstance(part, Mapping) or set(part) - _field_names(kind):
+                raise SettingsError(
+                    f"config field {name!r} must be an object with fields {sorted(_field_names(kind))}"
+                )
+            values[name] = kind(**part)
+        if base is not None:
+            for name in ("model", "data", "out"):
+                if isinstance(values.get(name), str):
+                    values[name] = _resolve(values[name], Path(base))
+        try:
+            return cls(**values)
+        except TypeError as err:  # a missing field
+            raise SettingsError(f"incomplete reproduction config: {err}") from None
+
+    @classmethod
+    def from_results(cls, path: str | Path) -> ReproductionConfig:
+        """The config a report was made with (its ``results.json``, or the report folder)."""
+        path = Path(path)
+        file = path / "results.json" if path.is_dir() else path
+        try:
+            results = json.loads(file.read_text())
+        except FileNotFoundError:
+            raise PathError(f"{str(file)!r} does not exist: give a report's results.json") from None
+        except (OSError, json.JSONDecodeError) as err:
+            raise PathError(f"{str(file)!r} is not a readable results.json: {err}") from None
+        if not isinstance(results, dict) or "config" not in results:
+            raise SettingsError(
+                f"{str(file)!r} records no 'config' (made by hf-illusions before 0.6, or not a "
+                "reproduction's results.json): run it again with `hf-illusions reproduce`"
+            )
+        return cls.from_dict(results["config"], base=file.parent)
+
+    def replace(self, **changes: Any) -> ReproductionConfig:
+        """A copy with flat ``changes`` (fields of this class, its sweep or its sample)."""
+        own, sweep, sample = _field_names(type(self)), _field_names(SweepConfig), _field_names(SampleConfig)
+        unknown = sorted(set(changes) - own - sweep - sample)
+        if unknown:
+            raise SettingsError(f"unknown reproduction settings {unknown}")
+        return replace(
+            self,
+            **{k: v for k, v in changes.items() if k in own},
+            sweep=replace(self.sweep, **{k: v for k, v in changes.items() if k in sweep}),
+            sample=replace(self.sample, **{k: v for k, v in changes.items() if k in sample}),
+        )
+
+
+def check_families(simplifiers: Sequence[str]) -> tuple[str, ...]:
+    """The simplifier families asked for, checked against :data:`FAMILIES` (order kept)."""
+    chosen = [s.strip() for s in simplifiers if s.strip()]
+    unknown = [s for s in chosen if s not in FAMILIES]
+    if unknown or not chosen:
+        raise SettingsError(
+            f"simplifiers must be a non-empty subset of {list(FAMILIES)}, got {list(simplifiers)}"
+        )
+    return tuple(dict.fromkeys(chosen))
+
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in fields(cls)}
+
+
+def _set(obj: Any, name: str, value: Any) -> None:
+    object.__setattr__(obj, name, value)  # normalizing a frozen dataclass in __post_init__
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_int(value: Any, name: str, minimum: int, none_ok: bool = False) -> None:
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= minimum):
+        expected = f"an integer >= {minimum}" + (" or None" if none_ok else "")
+        raise SettingsError(f"{name} must be {expected}, got {value!r}")
+
+
+def _counts(values: Any, name: str, minimum: int) -> tuple[int, ...]:
+    if isinstance(values, str | bytes) or not isinstance(values, Sequence):
+        raise SettingsError(f"{name} must be a sequence of integers >= {minimum}, got {values!r}")
+    for value in values:
+        _check_int(value, f"every value of {name}", minimum)
+    return tuple(values)
+
+
+def _strings(values: Any, name: str) -> tuple[str, ...]:
+    if isinstance(values, str):
+        return (values,)
+    if not isinstance(values, Sequence) or not all(isinstance(v, str) for v in values):
+        raise SettingsError(f"{name} must be a list of names, got {values!r}")
+    return tuple(values)
+
+
+def _relative(path: str, start: str | Path) -> str:
+    """A local path relative to ``start`` (a Hub id, or anything else that is not there, as given)."""
+    if not os.path.isabs(path) and not os.path.exists(path):
+        return path
+    return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(start))).as_posix()
+
+
+def _resolve(path: str, base: Path) -> str:
+    """``path`` as :meth:`ReproductionConfig.to_dict` wrote it (relative to ``base``), from the working
+    directory; a name that is no path under ``base`` (a Hub id) stays as it is."""
+    if os.path.isabs(path):
+        return path
+    candidate = base / path
+    if path.startswith(".") or candidate.exists():
+        return portable_path(os.path.normpath(os.path.abspath(candidate)))
+    return path
