@@ -301,8 +301,8 @@ class ReproductionConfig:
         to it, so the file names no folder of the machine that made it and still resolves."""
         out = asdict(self)
         if relative_to is not None:
-            for name in ("model", "data", "out"):
-                out[name] = _relative(getattr(self, name), relative_to)
+            for name in ("model", "data", "out"):  # the data and report are folders, made if missing
+                out[name] = _relative(getattr(self, name), relative_to, local=name != "model")
         return json.loads(json.dumps(out))  # tuples -> lists, exactly what the file holds
 
     @classmethod
@@ -408,9 +408,9 @@ def _strings(values: Any, name: str) -> tuple[str, ...]:
     return tuple(values)
 
 
-def _relative(path: str, start: str | Path) -> str:
-    """A local path relative to ``start`` (a Hub id, or anything else that is not there, as given)."""
-    if not os.path.isabs(path) and not os.path.exists(path):
+def _relative(path: str, start: str | Path, local: bool) -> str:
+    """A local path relative to ``start``; a model that is not a local path (a Hub id) as given."""
+    if not local and not os.path.isabs(path) and not os.path.exists(path):
         return path
     return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(start))).as_posix()
 

@@ -107,23 +107,25 @@ class SentenceSums:
     # ---- persistence: one compressed npz per split, so intervals survive a resumed run
 
     def save(self, path: str | Path) -> None:
+        """Every sum in float64, as computed: a resumed run's gaps and findings are then the very
+        bytes of a fresh run's (float32 files changed them in the 8th digit)."""
         arrays: dict[str, np.ndarray] = {"n": self.n, "groups": np.array(self.groups)}
         if self.lengths is not None:
             arrays["lengths"] = np.asarray(self.lengths, dtype=np.int64)
         for name, sums in self.models.items():
             for q, values in sums.items():
-                arrays[f"m/{name}/{q}"] = values.astype(np.float32)
+                arrays[f"m/{name}/{q}"] = values.astype(np.float64)
         for fam, names in self.cell_names.items():
             arrays[f"cellnames/{fam}"] = np.array(names)
             arrays[f"celln/{fam}"] = self.cell_n[fam].astype(np.int32)
         for name, fams in self.cells.items():
             for fam, qs in fams.items():
                 for q, values in qs.items():
-                    arrays[f"c/{name}/{fam}/{q}"] = values.astype(np.float32)
+                    arrays[f"c/{name}/{fam}/{q}"] = values.astype(np.float64)
         for name, layers in self.attention.items():
             for layer, qs in layers.items():
                 for q, values in qs.items():
-                    arrays[f"a/{name}/{layer}/{q}"] = values.astype(np.float32)
+                    arrays[f"a/{name}/{layer}/{q}"] = values.astype(np.float64)
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp.npz")
         np.savez_compressed(tmp, **arrays)

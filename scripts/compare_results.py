@@ -15,16 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-#: keys that differ between two identical runs (as tests/test_determinism.py drops them)
-VOLATILE = {"created", "finished", "timing", "wall_time_s", "dir", "model_dir"}
-
-
-def stable(obj: object) -> object:
-    if isinstance(obj, dict):
-        return {k: stable(v) for k, v in obj.items() if k not in VOLATILE}
-    if isinstance(obj, list):
-        return [stable(v) for v in obj]
-    return obj
+from hf_illusions.reproduce.run import VOLATILE_FIELDS, stable_results
 
 
 def differences(a: object, b: object, path: str = "") -> list[str]:
@@ -45,17 +36,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("first", type=Path)
     parser.add_argument("second", type=Path)
-    parser.add_argument("--ignore", action="append", default=[], help="a top-level field added on purpose")
+    parser.add_argument(
+        "--ignore", action="append", default=[], help="a field added on purpose (dropped at any depth)"
+    )
     args = parser.parse_args(argv)
     a, b = (json.loads(p.read_text()) for p in (args.first, args.second))
-    for field in args.ignore:
-        a.pop(field, None)
-        b.pop(field, None)
-    text_a, text_b = (json.dumps(stable(x), indent=2, sort_keys=False) for x in (a, b))
-    if text_a == text_b:
-        print(f"identical: {args.first} == {args.second} (ignoring {sorted(VOLATILE | set(args.ignore))})")
+    ignore = frozenset(args.ignore)
+    a, b = stable_results(a, ignore), stable_results(b, ignore)
+    if json.dumps(a, indent=2) == json.dumps(b, indent=2):
+        print(f"identical: {args.first} == {args.second} (ignoring {sorted(VOLATILE_FIELDS | ignore)})")
         return 0
-    diffs = differences(stable(a), stable(b)) or ["same values, different key order"]
+    diffs = differences(a, b) or ["same values, different key order"]
     print("\n".join(diffs[:20]))
     return 1
 

@@ -22,9 +22,7 @@ from hf_illusions.cli import main
 from hf_illusions.data import dyck
 from hf_illusions.data.hub_folder import write_dyck_folder
 from hf_illusions.reproduce import reproduce_dyck
-
-# Keys of results.json that legitimately differ between two identical runs.
-VOLATILE = {"created", "finished", "timing", "wall_time_s", "dir", "model_dir"}
+from hf_illusions.reproduce.run import stable_results
 
 
 def folder_hash(folder: Path) -> str:
@@ -34,16 +32,8 @@ def folder_hash(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def without_volatile(obj: object) -> object:
-    if isinstance(obj, dict):
-        return {k: without_volatile(v) for k, v in obj.items() if k not in VOLATILE}
-    if isinstance(obj, list):
-        return [without_volatile(v) for v in obj]
-    return obj
-
-
 def numbers_hash(results_json: Path) -> str:
-    payload = json.dumps(without_volatile(json.loads(results_json.read_text())), sort_keys=True)
+    payload = json.dumps(stable_results(json.loads(results_json.read_text())), sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

@@ -35,6 +35,19 @@ SCHEMA_VERSION = 2  # 2: per-sentence sums, intervals, sampled rows, scored-set 
 IID_SPLIT = "test_iid"
 #: quantities whose OOD − IID gap results.json gives (with intervals)
 GAP_QUANTITIES = ("jsd", "agreement", "accuracy_diff")
+#: keys of results.json that differ between two runs of the same config: dates, wall-clock times,
+#: and the folders' own paths (relative to the report folder)
+VOLATILE_FIELDS = frozenset({"created", "finished", "timing", "wall_time_s", "dir", "model_dir"})
+
+
+def stable_results(obj: Any, ignore: frozenset[str] | set[str] = frozenset()) -> Any:
+    """``results.json`` without :data:`VOLATILE_FIELDS` (or ``ignore``d keys), at any depth: what two
+    runs of one config must agree on to the byte."""
+    if isinstance(obj, dict):
+        return {k: stable_results(v, ignore) for k, v in obj.items() if k not in VOLATILE_FIELDS | ignore}
+    if isinstance(obj, list):
+        return [stable_results(v, ignore) for v in obj]
+    return obj
 
 
 def fingerprint(payload: Any) -> str:
