@@ -8,9 +8,10 @@
    :func:`hf_illusions.evaluation.evaluate_models` vs the baseline of only running the original
    and the proxy over the same batches (with attention maps, which the metrics need): the ratio
    is what computing every metric costs on top of the forward passes it cannot avoid.
-3. The whole reproduction (``hf-illusions reproduce dyck`` = ``make reproduce`` minus the
-   install): data verification, every simplifier setting fitted, every split evaluated, report
-   written — one cold run into a scratch folder. Target: at most 15 minutes on this machine.
+3. The whole Dyck reproduction — the very config ``hf-illusions reproduce dyck`` runs
+   (``ReproductionConfig.for_task("dyck")``; ``--smoke`` shrinks its sweep and sample): data
+   verification, every simplifier setting fitted, every split evaluated, report written — one
+   cold run into a scratch folder. Target: at most 15 minutes on this machine.
 """
 
 from __future__ import annotations
@@ -33,13 +34,21 @@ from hf_illusions.data.dyck import TEST_SPLITS
 from hf_illusions.data.hub_folder import load_folder
 from hf_illusions.simplify import KMeansSimplifier, SVDSimplifier, collect_qk
 
+#: "reproduce": changes to the config `hf-illusions reproduce dyck` runs (ReproductionConfig.for_task)
 FULL = {"fit_sequences": 1000, "fit_repeats": 3, "eval_sentences": None, "eval_repeats": 3, "reproduce": {}}
 SMOKE = {
     "fit_sequences": 50,
     "fit_repeats": 1,
     "eval_sentences": 16,
     "eval_repeats": 1,
-    "reproduce": {"svd_ranks": (1, 4), "kmeans_ks": (2,), "n_fit_sequences": 50, "max_eval_sentences": 16},
+    "reproduce": {
+        "svd_ranks": (1, 4),
+        "kmeans_ks": (2,),
+        "interaction_basis_ks": (),
+        "circuit_slacks": (),
+        "n_fit_sequences": 50,
+        "max_eval_sentences": 16,
+    },
 }
 
 
@@ -108,13 +117,17 @@ def main(argv: list[str] | None = None) -> Path:
         )
 
         # 3. the whole reproduction, one cold run
-        from hf_illusions.reproduce import reproduce_dyck
+        from hf_illusions.config import ReproductionConfig
+        from hf_illusions.reproduce import reproduce
 
         model_dir = Path(scratch) / "model"
         model.save_pretrained(model_dir)
         out_dir = Path(scratch) / "report"
         start = time.perf_counter()
-        reproduce_dyck(model_dir, data_dir, out_dir, progress=False, **sizes["reproduce"])
+        config = ReproductionConfig.for_task(
+            "dyck", model=model_dir, data=data_dir, out=out_dir, progress=False, **sizes["reproduce"]
+        )
+        reproduce(config)
         wall = time.perf_counter() - start
         timing = json.loads((out_dir / "results.json").read_text())["timing"]
     report.results["reproduce"] = {"wall_time_s": wall, "timing": timing}
@@ -141,7 +154,8 @@ def main(argv: list[str] | None = None) -> Path:
             "fit sequences": sizes["fit_sequences"],
             "eval sentences per split": sizes["eval_sentences"] or "all",
             "eval batch budget (padded tokens)": budget,
-            "reproduction": "defaults of reproduce_dyck" if not sizes["reproduce"] else sizes["reproduce"],
+            # the run's sweep and sample (its paths were a scratch folder)
+            "reproduction": {"sweep": config.to_dict()["sweep"], "sample": config.to_dict()["sample"]},
         }
     )
     report.results["eval_seconds_total_in_reproduction"] = eval_total
