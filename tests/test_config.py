@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from hf_illusions.cli import main
-from hf_illusions.config import (
+from hf_illusions.config import ReproductionConfig, SampleConfig, SweepConfig
+from hf_illusions.errors import PathError, SettingsError
+from hf_illusions.presets import (
     ATTENTION_PROXIES,
     DEFAULT_CIRCUIT_SLACKS,
     DEFAULT_IB_KS,
@@ -26,11 +28,7 @@ from hf_illusions.config import (
     QUICK,
     SEED_SWEEPS,
     TASK_DEFAULTS,
-    ReproductionConfig,
-    SampleConfig,
-    SweepConfig,
 )
-from hf_illusions.errors import PathError, SettingsError
 from hf_illusions.reproduce import reproduce
 from hf_illusions.reproduce.run import stable_results
 

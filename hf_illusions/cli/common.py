@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hf_illusions.argparsing import int_list
-from hf_illusions.config import TASK_DEFAULTS
 from hf_illusions.errors import IllusionsError
+from hf_illusions.presets import TASK_DEFAULTS
 
 DEFAULT_DYCK_CHECKPOINT = Path(TASK_DEFAULTS["dyck"]["model"])
 

@@ -6,10 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from hf_illusions.config import TASK_DEFAULTS, TASKS
 from hf_illusions.errors import SettingsError
 from hf_illusions.jsonio import write_json
 from hf_illusions.paths import check_output_path
+from hf_illusions.presets import TASK_DEFAULTS, TASKS
 
 
 def cmd_data_build(args: argparse.Namespace) -> None:

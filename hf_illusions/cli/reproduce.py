@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from hf_illusions.config import FAMILIES, TASKS, ReproductionConfig
+from hf_illusions.config import ReproductionConfig
 from hf_illusions.errors import SettingsError
 from hf_illusions.paths import check_output_path
+from hf_illusions.presets import FAMILIES, TASKS
 
 
 def reproduce_config(args: argparse.Namespace) -> ReproductionConfig:
@@ -77,7 +78,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="data -> model -> simplifiers -> faithfulness report",
         description="Run a reproduction: TASK's preset (the flags change it), or the config a report "
         "recorded in its results.json (--config; flags given change it). --show_config prints the "
-        "config without running it. The presets are hf_illusions/config.py's constants.",
+        "config without running it. The presets are in hf_illusions/presets.py.",
     )
     reproduce.add_argument(
         "task", nargs="?", choices=sorted(TASKS), help="which study (required without --config)"
@@ -116,14 +117,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="full: every setting (the default; attention metrics for the representative settings, "
         "ATTENTION_PROXIES); seed: each family's representative settings, no attention metrics, for "
-        "extra training seeds (SEED_SWEEPS in hf_illusions/config.py)",
+        "extra training seeds (SEED_SWEEPS in hf_illusions/presets.py)",
     )
     reproduce.add_argument(
         "--max_eval_sentences",
         type=int,
         default=None,
         help="sentences (code: windows) scored per test split, a seeded sample; 0 = all (default: "
-        "EVAL_SENTENCES in hf_illusions/config.py, 1000 for dyck and 400 for code)",
+        "EVAL_SENTENCES in hf_illusions/presets.py, 1000 for dyck and 400 for code)",
     )
     reproduce.add_argument(
         "--allow_other_training_data",

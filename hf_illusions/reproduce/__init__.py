@@ -26,7 +26,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from hf_illusions.config import (
+from hf_illusions.config import ReproductionConfig, check_families
+from hf_illusions.fingerprints import sequences_hash, weights_hash
+from hf_illusions.presets import (
     ATTENTION_PROXIES,
     CODE_KMEANS_KS,
     CODE_SVD_RANKS,
@@ -38,10 +40,7 @@ from hf_illusions.config import (
     EVAL_SENTENCES,
     FAMILIES,
     SEED_SWEEPS,
-    ReproductionConfig,
-    check_families,
 )
-from hf_illusions.fingerprints import sequences_hash, weights_hash
 from hf_illusions.reproduce.inputs import check_training_data, load_inputs, sample_split, verified
 from hf_illusions.reproduce.run import IID_SPLIT, SCHEMA_VERSION, fit_all, run_reproduction
 from hf_illusions.reproduce.specs import (

@@ -14,9 +14,10 @@ from typing import Any
 
 import torch
 
-from hf_illusions.config import DEFAULT_KMEANS_KS, DEFAULT_SVD_RANKS, SweepConfig
+from hf_illusions.config import SweepConfig
 from hf_illusions.errors import SettingsError, SimplifierError
 from hf_illusions.jsonio import jsonable
+from hf_illusions.presets import DEFAULT_KMEANS_KS, DEFAULT_SVD_RANKS
 
 #: sequences the circuit pruner fits on (each of its ~110 steps is a pass over all of them)
 CIRCUIT_FIT_SEQUENCES = 256

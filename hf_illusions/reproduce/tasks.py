@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hf_illusions.config import CODE_FAMILIES, FAMILIES, ReproductionConfig
+from hf_illusions.config import ReproductionConfig
 from hf_illusions.errors import SettingsError
 from hf_illusions.jsonio import read_json
 from hf_illusions.paths import portable_path
+from hf_illusions.presets import CODE_FAMILIES, FAMILIES
 from hf_illusions.reproduce.inputs import DataFolder, Inputs, preset_name
 from hf_illusions.reproduce.specs import (
     ProxySpec,
