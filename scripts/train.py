@@ -1,4 +1,4 @@
-"""Entry point for `accelerate launch scripts/train.py …`; the loop is `hf_illusions/train.py`.
+"""Entry point for `accelerate launch scripts/train.py …`; the loop is `hf_illusions/train/loop.py`.
 
 The loop lives in the package so that `hf-illusions train` runs the very same code; read it
 there (one flat function, `main`). Running through the CLI gives the same one-line errors
