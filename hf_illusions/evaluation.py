@@ -8,7 +8,9 @@ original's next-token distributions, plus each model's accuracy; attention JSD p
 The loop keeps **per-sentence sums** (:class:`SentenceSums`), not only running totals: every
 number it reports is a ratio of sums over sentences, so bootstrap intervals over sentences
 (:mod:`hf_illusions.statistics`) and re-weighted comparisons (same depth, same length) come from
-these sums without another forward pass. :func:`evaluate_models` returns the means::
+these sums without another forward pass. What each batch's proxies are compared with, the
+original's outputs prepared once in memory-bounded chunks, is
+:class:`~hf_illusions.batch_reference.BatchReference`. :func:`evaluate_models` returns the means::
 
     {"n": …, "accuracy": …, "accuracy_full": …,                          # every model
      "jsd": …, "agreement": …, "agreement_full": …}                      # proxies, vs the original
@@ -25,14 +27,14 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from hf_illusions.batch_reference import BatchReference, attention_sums
 from hf_illusions.data.batching import iter_padded
-from hf_illusions.metrics import entropy_rows, jsd_rows, normalize_rows
 
 ORIGINAL = "original"
 #: per-position quantities summed per sentence; the original has only the accuracies
@@ -267,7 +269,7 @@ def sentence_sums(
                 _cell_sums(cell_ids, torch.ones_like(cell_ids, dtype=torch.float64), len(cell_names[f])),
             )
         targets = ids[:, 1:]
-        reference: _Reference | None = None
+        reference: BatchReference | None = None
         for name, model in models.items():
             with_weights = want_attention and (name == ORIGINAL or name in attention_for)
             out = model(ids, attention_mask=mask, output_attentions=with_weights)
@@ -276,7 +278,14 @@ def sentence_sums(
             full = logits.argmax(-1)
             values = {"accuracy": scored == targets, "accuracy_full": full == targets}
             if reference is None:  # the original comes first
-                reference = _Reference(logits, scored, full, out.attentions if want_attention else None, mask)
+                reference = BatchReference(
+                    logits,
+                    scored,
+                    full,
+                    out.attentions if want_attention else None,
+                    mask,
+                    JSD_CHUNK_ELEMENTS,  # looked up per call, so a test may lower it
+                )
             else:
                 row_jsd = reference.jsd(logits)
                 _check_finite(row_jsd[mask[:, 1:].bool()].sum(), name, "next-token distributions")
@@ -294,7 +303,7 @@ def sentence_sums(
             if name != ORIGINAL and name in attention_for:
                 layers = att_sums.setdefault(name, {})
                 for layer, chunks in enumerate(reference.attention):
-                    per_row = _attention_sums(out.attentions[layer], chunks)
+                    per_row = attention_sums(out.attentions[layer], chunks)
                     _check_finite(per_row["jsd"].sum(), name, f"attention in layer {layer}")
                     acc = layers.setdefault(
                         str(layer), {k: torch.zeros(n_seq, dtype=torch.float64) for k in per_row}
@@ -333,103 +342,6 @@ def _check_finite(value: float | torch.Tensor, name: str, what: str) -> None:
     """Fail loudly on NaN/inf: the trusted JSD path skips validation, so a broken proxy shows here."""
     if not torch.isfinite(torch.as_tensor(value)):
         raise ValueError(f"proxy {name!r} produced non-finite {what} (NaN or inf); its JSD is undefined")
-
-
-#: query positions per attention chunk; see :class:`_Reference`.
-ATTENTION_CHUNK = 64
-
-
-class _Reference:
-    """What every proxy of one batch is compared with, computed once from the original's outputs.
-
-    Next-token distributions: normalised float64 rows and their entropies (for :func:`jsd_rows`),
-    in chunks of positions of at most :data:`JSD_CHUNK_ELEMENTS` entries; cached when the whole
-    batch is one chunk (small vocabularies), else recomputed per proxy from the original's logits.
-    Attention: the same per layer, cut into chunks of :data:`ATTENTION_CHUNK` query positions
-    that keep only the keys up to the chunk's last query. A causal LM puts exactly zero weight on
-    later keys (the mask adds the dtype's minimum before the softmax), so those entries add
-    nothing to any row's JSD; skipping them roughly halves the O(batch · T²) work that dominated the
-    evaluation. Padded query rows are dropped by ``valid``.
-    """
-
-    def __init__(
-        self,
-        logits: torch.Tensor,
-        scored: torch.Tensor,
-        full: torch.Tensor,
-        attentions: Sequence[torch.Tensor] | None,
-        mask: torch.Tensor,
-    ) -> None:
-        self.logits = logits
-        self.scored, self.full = scored, full
-        vocab = logits.shape[-1]
-        self.rows_per_chunk = max(1, JSD_CHUNK_ELEMENTS // vocab)
-        n_rows = logits.shape[0] * logits.shape[1]
-        self.cached = [self._chunk(0, n_rows)] if n_rows <= self.rows_per_chunk else None
-        width = mask.shape[1]
-        self.attention: list[list[_AttentionChunk]] = []
-        for weights in attentions or ():
-            chunks = []
-            for start in range(0, width, ATTENTION_CHUNK):
-                stop = min(start + ATTENTION_CHUNK, width)
-                rows = normalize_rows(weights[:, :, start:stop, :stop].double())
-                valid = mask[:, None, start:stop].bool().expand(rows.shape[:-1])
-                chunks.append(
-                    _AttentionChunk(
-                        slice(start, stop),
-                        rows,
-                        entropy_rows(rows),
-                        valid,
-                        rows.argmax(-1),
-                        valid.sum((1, 2)),
-                    )
-                )
-            self.attention.append(chunks)
-
-    def _chunk(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
-        flat = self.logits.reshape(-1, self.logits.shape[-1])[start:stop]
-        probs = normalize_rows(flat.float().softmax(-1).double())
-        return probs, entropy_rows(probs)
-
-    def jsd(self, proxy_logits: torch.Tensor) -> torch.Tensor:
-        """Per-position JSD ``(batch, T-1)`` between the proxy's and the original's distributions."""
-        flat = proxy_logits.reshape(-1, proxy_logits.shape[-1])
-        out = torch.empty(flat.shape[0], dtype=torch.float64, device=flat.device)
-        for i, start in enumerate(range(0, flat.shape[0], self.rows_per_chunk)):
-            stop = min(start + self.rows_per_chunk, flat.shape[0])
-            probs, entropy = self.cached[i] if self.cached is not None else self._chunk(start, stop)
-            out[start:stop] = jsd_rows(flat[start:stop].float().softmax(-1).double(), probs, entropy)
-        return out.view(proxy_logits.shape[:-1])
-
-
-class _AttentionChunk(NamedTuple):
-    """The original's attention rows for one chunk of query positions, and what every proxy reuses."""
-
-    rows: slice
-    original: torch.Tensor  # normalised float64 rows (batch, heads, queries, keys up to rows.stop)
-    entropy: torch.Tensor
-    valid: torch.Tensor  # real (non-pad) query rows
-    argmax: torch.Tensor  # the original's most-attended key per row
-    n_valid: torch.Tensor  # real rows per sentence
-
-
-def _attention_sums(
-    proxy_weights: torch.Tensor, chunks: Sequence[_AttentionChunk]
-) -> dict[str, torch.Tensor]:
-    """Per-sentence sums over heads and real query positions of one layer: rows, JSD, argmax agreement."""
-    batch = proxy_weights.shape[0]
-    out = {
-        k: torch.zeros(batch, dtype=torch.float64, device=proxy_weights.device)
-        for k in ("n", "jsd", "agreement")
-    }
-    for rows, original, entropy, valid, original_argmax, n_valid in chunks:
-        proxy = proxy_weights[:, :, rows, : rows.stop].double()
-        values = jsd_rows(proxy, original, entropy)
-        same = proxy.argmax(-1) == original_argmax
-        out["n"] += n_valid.double()
-        out["jsd"] += (values * valid).sum((1, 2))
-        out["agreement"] += (same & valid).sum((1, 2)).double()
-    return out
 
 
 def accuracy_table(
