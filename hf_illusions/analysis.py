@@ -25,7 +25,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -37,6 +37,9 @@ from hf_illusions.metrics import accuracy, faithfulness, jsd, jsd_per_row
 from hf_illusions.proxy_bank import METHODS, ProxyBank, ProxyChoice
 from hf_illusions.simplify.seam import expose_attention_weights
 from hf_illusions.tasks.dyck import DyckTask, closing_bracket_logits
+
+if TYPE_CHECKING:
+    from hf_illusions.config import ReproductionConfig
 
 GROUPS = ("all", "close", "long_distance")
 SCORED_GROUPS = ("close", "long_distance")
@@ -218,23 +221,39 @@ class IllusionExplorer:
     Args:
         model: the original model (eval mode is set here).
         dataset: a ``DatasetDict`` with ``train`` (for fitting) and the splits to sample from.
-        **bank_kwargs: passed to :class:`ProxyBank` (``svd_ranks``, ``kmeans_ks``, ``n_fit_sequences``).
+        fit_rows: the rows the proxies are fitted on (default: ``dataset["train"]``, its first rows).
+        **bank_kwargs: passed to :class:`ProxyBank` (``svd_ranks``, ``kmeans_ks``,
+            ``n_fit_sequences``, ``seed``).
     """
 
-    def __init__(self, model: torch.nn.Module, dataset: Mapping[str, Any], **bank_kwargs: Any):
+    def __init__(
+        self, model: torch.nn.Module, dataset: Mapping[str, Any], fit_rows: Any = None, **bank_kwargs: Any
+    ):
         if "train" not in dataset:
             raise IllusionsError(f"dataset needs a 'train' split to fit simplifiers on, has {list(dataset)}")
         self.task = dyck_task(model)
         # the Space draws attention maps, which sdpa (a stock model's default) does not return
         self.model = expose_attention_weights(model).eval()
         self.dataset = dataset
-        self.bank = ProxyBank(model, dataset["train"], **bank_kwargs)
+        self.bank = ProxyBank(model, dataset["train"] if fit_rows is None else fit_rows, **bank_kwargs)
 
     @classmethod
     def from_paths(
         cls, model_path: str | Path, data_path: str | Path, build_missing: bool = True, **bank_kwargs: Any
     ) -> IllusionExplorer:
-        """Load the model folder (or Hub id) and the dataset folder; build the data if it is missing.
+        """:meth:`from_config` of the Dyck reproduction's config with this model and data, and
+        ``bank_kwargs`` (``svd_ranks``, ``kmeans_ks``, ``n_fit_sequences``) changing its sweep."""
+        from hf_illusions.config import ReproductionConfig
+
+        changes = {name: value for name, value in bank_kwargs.items() if value is not None}
+        config = ReproductionConfig.for_task("dyck", model=model_path, data=data_path, **changes)
+        return cls.from_config(config, build_missing)
+
+    @classmethod
+    def from_config(cls, config: ReproductionConfig, build_missing: bool = True) -> IllusionExplorer:
+        """The Space for a reproduction: its model, its data (built if missing), and the proxies of its
+        sweep (SVD ranks, k-means k, one-hot) fitted on the very rows the report's proxies were fitted
+        on — the config's seeded sample of ``train`` — so a visitor inspects the report's proxies.
 
         The model may be ours or any transformers causal LM over the Dyck vocabulary (a
         ``LlamaForCausalLM`` / ``GPT2LMHeadModel`` from ``train --architecture``); a folder the
@@ -244,15 +263,23 @@ class IllusionExplorer:
         """
         from hf_illusions.checkpoints import check_model_fits, resolve
         from hf_illusions.data.hub_folder import read_settings
+        from hf_illusions.reproduce.inputs import sample_split
         from hf_illusions.simplify.geometry import model_geometry
 
-        folder = resolve(model_path)
+        if config.task != "dyck":
+            raise IllusionsError(f"the Space explores Dyck models; this config's task is {config.task!r}")
+        folder = resolve(config.model)
         model = load_model(folder)
         check_dyck_tokenizer(folder, dyck_task(model).vocab)
         model_geometry(model)  # raises SimplifierError for attention the seam cannot patch
-        dataset = load_dyck_data(data_path, build_missing)
-        check_model_fits(model, read_settings(data_path).vocab.size, 0, f"the data in {str(data_path)!r}")
-        return cls(model, dataset, **bank_kwargs)
+        dataset = load_dyck_data(config.data, build_missing)
+        check_model_fits(model, read_settings(config.data).vocab.size, 0, f"the data in {config.data!r}")
+        n_fit, sweep = config.sample.n_fit_sequences, config.sweep
+        fit_rows = dataset["train"].select(sample_split(dataset["train"], n_fit, "train", config.sample.seed))
+        return cls(
+            model, dataset, fit_rows, svd_ranks=sweep.svd_ranks, kmeans_ks=sweep.kmeans_ks,
+            n_fit_sequences=n_fit, seed=sweep.fit_seed,
+        )  # fmt: skip
 
     @property
     def splits(self) -> list[str]:

@@ -103,6 +103,7 @@ class ProxyBank:
         svd_ranks: Sequence[int] | None = None,
         kmeans_ks: Sequence[int] | None = None,
         n_fit_sequences: int = 1000,
+        seed: int = 0,
     ):
         from hf_illusions.reproduce import DEFAULT_KMEANS_KS, DEFAULT_SVD_RANKS, proxy_specs
         from hf_illusions.simplify.collect import fit_attention
@@ -120,6 +121,7 @@ class ProxyBank:
             DEFAULT_KMEANS_KS if kmeans_ks is None else kmeans_ks,
             onehot=True,
             n_fit_sequences=n_fit_sequences,
+            seed=seed,
         )
         self.specs = {spec.name: spec for spec in specs}
         self.heads = {layer: list(range(self.geometry.n_head)) for layer in range(self.geometry.n_layer)}

@@ -26,7 +26,8 @@ import gradio as gr
 from matplotlib.figure import Figure
 
 from hf_illusions.analysis import METHODS, IllusionExplorer, ProxyChoice, SentenceAnalysis
-from hf_illusions.cli import int_list
+from hf_illusions.argparsing import int_list
+from hf_illusions.config import ReproductionConfig
 from hf_illusions.errors import IllusionsError
 from hf_illusions.hub import HUB_REPO_IDS
 
@@ -223,7 +224,7 @@ def load_report(assets: Path, weights: str) -> tuple[str | None, dict | None, st
 
 def build_demo(explorer: IllusionExplorer, assets: Path = DEFAULT_ASSETS) -> gr.Blocks:
     """Lay out the Space and wire its events to ``explorer``."""
-    from hf_illusions.reproduce import weights_hash
+    from hf_illusions.fingerprints import weights_hash
 
     options = explorer.bank.options
     n_layer = explorer.bank.n_layer
@@ -358,13 +359,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="dyck-illusions folder, built if missing (env HF_ILLUSIONS_DATA)",
     )
     parser.add_argument("--assets", default=str(DEFAULT_ASSETS), help="folder with the report's gap.png")
-    parser.add_argument("--n-fit-sequences", type=int, default=1000, help="training sentences to fit on")
+    parser.add_argument(
+        "--n-fit-sequences",
+        type=int,
+        default=None,
+        help="training sentences to fit on (default: the report's)",
+    )
     parser.add_argument("--svd-ranks", type=int_list, default=None, help="e.g. 1,2,4 (default: the report's)")
     parser.add_argument("--kmeans-ks", type=int_list, default=None, help="e.g. 2,8 (default: the report's)")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for this model)")
     return parser.parse_args(argv)
+
+
+def space_config(args: argparse.Namespace) -> ReproductionConfig:
+    """What the Space fits: the config of `hf-illusions reproduce dyck` with --model and --data (and
+    any --svd-ranks / --kmeans-ks / --n-fit-sequences given)."""
+    given = {
+        "n_fit_sequences": args.n_fit_sequences,
+        "svd_ranks": args.svd_ranks,
+        "kmeans_ks": args.kmeans_ks,
+    }
+    changes = {name: value for name, value in given.items() if value is not None}
+    return ReproductionConfig.for_task("dyck", model=args.model, data=args.data, **changes)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -374,13 +392,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     try:
-        explorer = IllusionExplorer.from_paths(
-            args.model,
-            args.data,
-            n_fit_sequences=args.n_fit_sequences,
-            svd_ranks=args.svd_ranks,
-            kmeans_ks=args.kmeans_ks,
-        )
+        # the Dyck reproduction's config, with this model and data: the proxies are the report's
+        config = space_config(args)
+        explorer = IllusionExplorer.from_config(config)
     except IllusionsError as err:  # a folder the Space cannot serve: say why, no traceback
         raise SystemExit(f"app.py: cannot serve --model {args.model} (--data {args.data}): {err}") from None
     print(

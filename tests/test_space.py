@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from hf_illusions.analysis import IllusionExplorer, ProxyChoice, SentenceAnalysis
-from hf_illusions.errors import CheckpointError
+from hf_illusions.errors import CheckpointError, IllusionsError
+from hf_illusions.reproduce.inputs import sample_split
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("HF_ILLUSIONS_CHROMIUM", "/usr/bin/chromium")
@@ -303,9 +304,12 @@ def test_the_space_serves_a_stock_dyck_model(stock_explorer, tiny_dyck_dir):
             assert analysis.attention_jsd[layer] == pytest.approx(0.0, abs=1e-9)
         assert "<table>" in app.predictions_html(analysis) and "data-metric" in app.metrics_html(analysis)
         app.attention_figure(analysis, list(choice.layers or range(2)))
-    # the bank's proxy of one layer is the one the simplifier fits directly, buffers at the model's paths
+    # the bank's proxy of one layer is the one the simplifier fits directly on the reproduction's
+    # seeded sample of train (the report's proxy), buffers at the model's paths
     direct = make_simplifier("svd", rank=4, layers=[1], n_sequences=BANK["n_fit_sequences"])
-    direct_state = direct.fit(explorer.model, load_folder(tiny_dyck_dir)["train"]).state_dict()
+    train = load_folder(tiny_dyck_dir)["train"]
+    fit_rows = train.select(sample_split(train, BANK["n_fit_sequences"], "train"))
+    direct_state = direct.fit(explorer.model, fit_rows).state_dict()
     banked = explorer.bank.proxy(ProxyChoice("svd", 4, (1,))).state_dict()
     fitted = sorted(k for k in banked if ".simplification." in k and "head_mask" not in k)
     assert fitted and all(".1." in k for k in fitted)
@@ -392,3 +396,17 @@ def test_the_space_in_a_browser_on_a_llama_model(llama_server, browser, tiny_dyc
     page.locator("#layer").get_by_text("1", exact=True).click()
     check_page_matches(page, explorer.analyze(load_app().EXAMPLES[0], ProxyChoice("kmeans", 4, (1,))))
     page.close()
+
+
+def test_the_space_fits_the_reproduction_config_it_is_started_with():
+    """`app.py` builds the Dyck reproduction's config (so the report's sweep and fitting sample);
+    its flags change the config, and the Space refuses a code config."""
+    from hf_illusions.config import ReproductionConfig
+
+    app = load_app()
+    config = app.space_config(app.parse_args(["--model", "m", "--data", "d"]))
+    assert config == ReproductionConfig.for_task("dyck", model="m", data="d")
+    changed = app.space_config(app.parse_args(["--model", "m", "--data", "d", "--svd-ranks", "2,4"]))
+    assert changed.sweep.svd_ranks == (2, 4) and changed.sample == config.sample
+    with pytest.raises(IllusionsError, match="this config's task is 'code'"):
+        IllusionExplorer.from_config(ReproductionConfig.for_task("code"))

@@ -19,7 +19,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from hf_illusions.argparsing import ArgumentParser, int_list
+from hf_illusions.argparsing import ArgumentParser
 from hf_illusions.cli import cards, data, evaluate, reproduce, simplify
 from hf_illusions.errors import IllusionsError
 from hf_illusions.version import __version__
@@ -69,4 +69,4 @@ def run(action: Callable[[], object], debug: bool) -> int:
     return 0
 
 
-__all__ = ["build_parser", "int_list", "main", "run"]
+__all__ = ["build_parser", "main", "run"]
