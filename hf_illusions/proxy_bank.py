@@ -105,7 +105,8 @@ class ProxyBank:
         n_fit_sequences: int = 1000,
         seed: int = 0,
     ):
-        from hf_illusions.reproduce import DEFAULT_KMEANS_KS, DEFAULT_SVD_RANKS, proxy_specs
+        from hf_illusions.presets import DEFAULT_KMEANS_KS, DEFAULT_SVD_RANKS
+        from hf_illusions.reproduce import proxy_specs
         from hf_illusions.simplify.collect import fit_attention
         from hf_illusions.simplify.geometry import model_geometry
         from hf_illusions.simplify.seam import attention_layers

@@ -135,6 +135,16 @@ def cmd_push(args: argparse.Namespace) -> None:
     print("dry run: nothing was uploaded" if args.dry_run else f"uploaded: {plan.url} (commit {plan.commit})")
 
 
+def add_max_sentences(card: argparse.ArgumentParser, how: str = "") -> None:
+    """``--max_sentences`` of the cards that measure a model on its data."""
+    card.add_argument(
+        "--max_sentences",
+        type=positive_int,
+        default=None,
+        help=f"measure on a seeded sample of N per split ({how}default: all)",
+    )
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """The ``card`` and ``push`` commands."""
     cards = sub.add_parser("card", help="render a card (README.md with Hub metadata) from results")
@@ -155,12 +165,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--command", default=None, help="the training command (default: scripts/train.py --task <task>)"
     )
     card.add_argument("--wall_time", default="unknown", help="how long training took, as written on the card")
-    card.add_argument(
-        "--max_sentences",
-        type=positive_int,
-        default=None,
-        help="measure on a seeded sample of N per split (by package for code; default: all)",
-    )
+    add_max_sentences(card, "by package for code; ")
     card.set_defaults(func=cmd_card)
     card = kinds.add_parser("dataset", help="re-render a dataset folder's card from its files")
     card.add_argument("path", nargs="?", default="dyck-illusions", help="the dataset folder")
@@ -177,12 +182,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--model", default=str(DEFAULT_DYCK_CHECKPOINT), help="the original model, when measuring"
     )
     card.add_argument("--data", default="dyck-illusions", help="dataset folder, when measuring")
-    card.add_argument(
-        "--max_sentences",
-        type=positive_int,
-        default=None,
-        help="measure on a seeded sample of N per split (default: all)",
-    )
+    add_max_sentences(card)
     card.add_argument("--base_model", help="Hub id of the original (default: the project's model)")
     card.set_defaults(func=cmd_card_proxy)
     card = kinds.add_parser("metric", help="write the faithfulness metric's Space folder around its card")

@@ -23,33 +23,15 @@ report only needs the numbers.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from hf_illusions.config import ReproductionConfig, check_families
+from hf_illusions.config import ReproductionConfig
 from hf_illusions.fingerprints import sequences_hash, weights_hash
-from hf_illusions.presets import (
-    ATTENTION_PROXIES,
-    CODE_KMEANS_KS,
-    CODE_SVD_RANKS,
-    COPY_HEAD_SVD_RANKS,
-    DEFAULT_CIRCUIT_SLACKS,
-    DEFAULT_IB_KS,
-    DEFAULT_KMEANS_KS,
-    DEFAULT_SVD_RANKS,
-    EVAL_SENTENCES,
-    FAMILIES,
-    SEED_SWEEPS,
-)
+from hf_illusions.presets import FUNCTION_DEFAULTS
 from hf_illusions.reproduce.inputs import check_training_data, load_inputs, sample_split, verified
-from hf_illusions.reproduce.run import IID_SPLIT, SCHEMA_VERSION, fit_all, run_reproduction
-from hf_illusions.reproduce.specs import (
-    ProxySpec,
-    capped_ranks,
-    circuit_specs,
-    own_model_families,
-    proxy_specs,
-)
+from hf_illusions.reproduce.run import fit_all, run_reproduction
+from hf_illusions.reproduce.specs import ProxySpec, own_model_families, proxy_specs
 from hf_illusions.reproduce.tasks import code_workload, data_folder, dyck_workload
 
 
@@ -71,90 +53,48 @@ def reproduce_dyck(
     model_dir: str | Path,
     dataset_dir: str | Path = "dyck-illusions",
     out_dir: str | Path = "reports/dyck",
-    data_config: str = "dyck-20-10",
-    svd_ranks: Sequence[int] = DEFAULT_SVD_RANKS,
-    kmeans_ks: Sequence[int] = DEFAULT_KMEANS_KS,
-    onehot: bool = True,
-    layers: Sequence[int] | None = None,
-    n_fit_sequences: int = 1000,
-    max_eval_sentences: int | None = None,
-    max_batch_tokens: int = 16384,
-    resume: bool = True,
-    progress: bool = True,
-    save_proxies: bool = False,
-    interaction_basis_ks: Sequence[int] = (),
-    circuit_slacks: Sequence[float] = (),
-    simplifiers: Sequence[str] | None = None,
-    allow_other_training_data: bool = False,
-    attention_metrics: bool | Sequence[str] = True,
+    **settings: Any,
 ) -> Path:
-    """The Dyck reproduction with the paper's sweep; keyword arguments are the config's fields
-    (:class:`~hf_illusions.config.ReproductionConfig`; ``simplifiers`` = ``families``).
+    """The Dyck reproduction with the paper's sweep (:data:`~hf_illusions.presets.FUNCTION_DEFAULTS`):
+    :func:`reproduce` of ``ReproductionConfig.create("dyck", …)``.
 
+    ``settings`` are the config's fields, flat (``svd_ranks``, ``kmeans_ks``, ``n_fit_sequences``,
+    ``max_eval_sentences``, ``data_config``, ``progress``, …; ``simplifiers`` = ``families``).
     ``dataset_dir`` is built with preset ``data_config`` if missing. Beyond the paper,
     ``interaction_basis_ks`` adds interaction-basis proxies and ``circuit_slacks`` pruned circuits
     (target loss = the model's loss + slack) — neither by default here; ``hf-illusions reproduce``
     (:meth:`ReproductionConfig.for_task`) adds both.
     """
-    settings = {
-        k: v for k, v in locals().items() if k not in ("model_dir", "dataset_dir", "out_dir", "simplifiers")
-    }
-    return reproduce(
-        ReproductionConfig.create(
-            "dyck", model=model_dir, data=dataset_dir, out=out_dir, families=simplifiers, **settings
-        )
-    )
+    return reproduce(_config("dyck", model_dir, dataset_dir, out_dir, settings))
 
 
 def reproduce_code(
     model_dir: str | Path,
     dataset_dir: str | Path = "code-illusions",
     out_dir: str | Path = "reports/code",
-    data_config: str = "code-py",
-    svd_ranks: Sequence[int] = CODE_SVD_RANKS,
-    kmeans_ks: Sequence[int] = CODE_KMEANS_KS,
-    onehot: bool = True,
-    copy_head_ranks: Sequence[int] = COPY_HEAD_SVD_RANKS,
-    n_fit_sequences: int = 250,
-    max_eval_sentences: int | None = 600,
-    max_batch_tokens: int = 16384,
-    resume: bool = True,
-    progress: bool = True,
-    save_proxies: bool = False,
-    simplifiers: Sequence[str] | None = None,
-    allow_other_training_data: bool = False,
-    attention_metrics: bool | Sequence[str] = True,
+    **settings: Any,
 ) -> Path:
-    """The code reproduction (faithfulness per split × prediction type; ``n_fit_sequences`` windows
-    of 256 characters ≈ 64k fitting vectors per head), with the copying head also simplified alone
-    (SVD at ``copy_head_ranks``, one-hot). Keyword arguments are the config's fields."""
-    settings = {
-        k: v for k, v in locals().items() if k not in ("model_dir", "dataset_dir", "out_dir", "simplifiers")
-    }
-    return reproduce(
-        ReproductionConfig.create(
-            "code", model=model_dir, data=dataset_dir, out=out_dir, families=simplifiers, **settings
-        )
+    """The code reproduction (faithfulness per split × prediction type; 250 fitting windows of 256
+    characters ≈ 64k fitting vectors per head by default), with the copying head also simplified
+    alone (SVD at ``copy_head_ranks``, one-hot). ``settings`` as for :func:`reproduce_dyck`."""
+    return reproduce(_config("code", model_dir, dataset_dir, out_dir, settings))
+
+
+def _config(
+    task: str, model: str | Path, data: str | Path, out: str | Path, settings: dict
+) -> ReproductionConfig:
+    settings = dict(settings)
+    if "simplifiers" in settings:  # the keyword these functions have always taken for `families`
+        settings["families"] = settings.pop("simplifiers")
+    return ReproductionConfig.create(
+        task, model=model, data=data, out=out, **{**FUNCTION_DEFAULTS[task], **settings}
     )
 
 
 __all__ = [
-    "ATTENTION_PROXIES",
-    "DEFAULT_CIRCUIT_SLACKS",
-    "DEFAULT_IB_KS",
-    "DEFAULT_KMEANS_KS",
-    "DEFAULT_SVD_RANKS",
-    "EVAL_SENTENCES",
-    "FAMILIES",
-    "IID_SPLIT",
-    "SCHEMA_VERSION",
-    "SEED_SWEEPS",
     "ProxySpec",
     "ReproductionConfig",
-    "capped_ranks",
-    "check_families",
     "check_training_data",
-    "circuit_specs",
     "fit_all",
     "own_model_families",
     "proxy_specs",

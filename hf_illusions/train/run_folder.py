@@ -19,6 +19,7 @@ from pathlib import Path
 from accelerate import Accelerator
 from transformers import PreTrainedConfig
 
+from hf_illusions.data.hub_folder import finish_out_dir
 from hf_illusions.errors import CheckpointError, PathError, SettingsError
 from hf_illusions.paths import check_output_path
 from hf_illusions.train.args import STOCK_SIZE_NAMES, TrainArgs
@@ -188,10 +189,5 @@ def save_checkpoint(
         if training_data is not None:  # which train split the model saw (checked by `reproduce`)
             (tmp / "model" / TRAINING_DATA_FILE).write_text(json.dumps(training_data, indent=2) + "\n")
         (tmp / "trainer_state.json").write_text(json.dumps({"step": step}) + "\n")
-        old = path.with_name(path.name + ".old")
-        if path.exists():
-            path.rename(old)
-        tmp.rename(path)
-        if old.exists():
-            shutil.rmtree(old)
+        finish_out_dir(tmp, path)  # some complete checkpoint folder always exists
     accelerator.wait_for_everyone()
