@@ -315,9 +315,11 @@ def _is_number(value: Any) -> bool:
 
 
 def _check_int(value: Any, name: str, minimum: int, none_ok: bool = False) -> None:
-    if not (isinstance(value, int) and not isinstance(value, bool) and value >= minimum):
-        expected = f"an integer >= {minimum}" + (" or None" if none_ok else "")
-        raise SettingsError(f"{name} must be {expected}, got {value!r}")
+    either = " or None" if none_ok else ""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise SettingsError(f"{name} must be an integer >= {minimum}{either}, got {value!r}")
+    if value < minimum:
+        raise SettingsError(f"{name} must be >= {minimum}{either}, got {value!r}")
 
 
 def _counts(values: Any, name: str, minimum: int) -> tuple[int, ...]:
