@@ -21,7 +21,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from hf_illusions.errors import PathError, SettingsError
 from hf_illusions.paths import portable_path
@@ -74,20 +74,20 @@ class SweepConfig:
 
     def __post_init__(self) -> None:
         if self.families is not None:
-            _set(self, "families", check_families(_strings(self.families, "families")))
+            set_field(self, "families", check_families(str_tuple(self.families, "families")))
         for name in ("svd_ranks", "kmeans_ks", "interaction_basis_ks", "copy_head_ranks"):
-            _set(self, name, _counts(getattr(self, name), name, minimum=1))
+            set_field(self, name, int_tuple(getattr(self, name), name, minimum=1))
         if self.layers is not None:
-            _set(self, "layers", _counts(self.layers, "layers", minimum=0))
+            set_field(self, "layers", int_tuple(self.layers, "layers", minimum=0))
         slacks = tuple(self.circuit_slacks)
         if not all(_is_number(s) and math.isfinite(s) and s > 0 for s in slacks):
             raise SettingsError(f"circuit_slacks must be finite numbers > 0 (nats), got {list(slacks)}")
-        _set(self, "circuit_slacks", tuple(float(s) for s in slacks))
-        _check_int(self.fit_seed, "fit_seed", minimum=0)
+        set_field(self, "circuit_slacks", tuple(float(s) for s in slacks))
+        check_int(self.fit_seed, "fit_seed", minimum=0)
         if not isinstance(self.onehot, bool):
             raise SettingsError(f"onehot must be True or False, got {self.onehot!r}")
         if not isinstance(self.attention_metrics, bool):
-            _set(self, "attention_metrics", _strings(self.attention_metrics, "attention_metrics"))
+            set_field(self, "attention_metrics", str_tuple(self.attention_metrics, "attention_metrics"))
 
 
 @dataclass(frozen=True)
@@ -106,14 +106,101 @@ class SampleConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_int(self.n_fit_sequences, "n_fit_sequences", minimum=1)
+        check_int(self.n_fit_sequences, "n_fit_sequences", minimum=1)
         if self.max_eval_sentences is not None:
-            _check_int(self.max_eval_sentences, "max_eval_sentences", minimum=1, none_ok=True)
-        _check_int(self.seed, "seed", minimum=0)
+            check_int(self.max_eval_sentences, "max_eval_sentences", minimum=1, none_ok=True)
+        check_int(self.seed, "seed", minimum=0)
+
+
+class ConfigFile:
+    """What the configs a ``results.json`` records share: flat keyword settings routed to their
+    nested parts, plain-JSON round trips with paths relative to the report, and reading back.
+
+    A subclass (a frozen dataclass) says what it is called (``KIND``), which command reruns it
+    (``COMMAND``), its nested dataclasses (``NESTED``), which fields are paths (``PATHS``) and which
+    of those are always local folders (``LOCAL``; the others may also be a Hub id).
+    """
+
+    KIND: ClassVar[str]
+    COMMAND: ClassVar[str]
+    NESTED: ClassVar[dict[str, type]] = {}
+    PATHS: ClassVar[tuple[str, ...]] = ()
+    LOCAL: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def _route(cls, settings: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        """Flat settings split into this class's own fields and each nested part's."""
+        known = {name: field_names(kind) for name, kind in cls.NESTED.items()}
+        own = field_names(cls) - set(cls.NESTED)
+        unknown = sorted(set(settings) - own - set().union(*known.values()))
+        if unknown:
+            allowed = sorted(own.union(*known.values()))
+            raise SettingsError(f"unknown {cls.KIND} settings {unknown}; known: {allowed}")
+        parts = {name: {k: v for k, v in settings.items() if k in names} for name, names in known.items()}
+        return {k: v for k, v in settings.items() if k in own}, parts
+
+    def replace(self, **changes: Any) -> Any:
+        """A copy with flat ``changes`` (fields of this config or of its nested parts)."""
+        own, parts = self._route(changes)
+        nested = {name: replace(getattr(self, name), **part) for name, part in parts.items()}
+        return replace(self, **own, **nested)  # type: ignore[type-var]
+
+    def to_dict(self, relative_to: str | Path | None = None) -> dict[str, Any]:
+        """Plain JSON data; with ``relative_to`` (the report folder) local paths are written relative
+        to it, so the file names no folder of the machine that made it and still resolves."""
+        out = asdict(self)  # type: ignore[call-overload]
+        if relative_to is not None:
+            for name in self.PATHS:
+                if getattr(self, name) is not None:
+                    out[name] = _relative(getattr(self, name), relative_to, local=name in self.LOCAL)
+        return json.loads(json.dumps(out))  # tuples -> lists, exactly what the file holds
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], base: str | Path | None = None) -> Any:
+        """The inverse of :meth:`to_dict`; relative local paths are resolved against ``base``."""
+        if not isinstance(data, Mapping):
+            raise SettingsError(f"a {cls.KIND} config must be a JSON object, got {type(data).__name__}")
+        known = field_names(cls)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SettingsError(f"unknown {cls.KIND} config fields {unknown}; known: {sorted(known)}")
+        values = dict(data)
+        for name, kind in cls.NESTED.items():
+            part = values.get(name, {})
+            if not isinstance(part, Mapping) or set(part) - field_names(kind):
+                expected = sorted(field_names(kind))
+                raise SettingsError(f"config field {name!r} must be an object with fields {expected}")
+            values[name] = kind(**part)
+        if base is not None:
+            for name in cls.PATHS:
+                if isinstance(values.get(name), str):
+                    values[name] = _resolve(values[name], Path(base))
+        try:
+            return cls(**values)
+        except TypeError as err:  # a missing field
+            raise SettingsError(f"incomplete {cls.KIND} config: {err}") from None
+
+    @classmethod
+    def from_results(cls, path: str | Path) -> Any:
+        """The config a report was made with (its ``results.json``, or the report folder)."""
+        path = Path(path)
+        file = path / "results.json" if path.is_dir() else path
+        try:
+            results = json.loads(file.read_text())
+        except FileNotFoundError:
+            raise PathError(f"{str(file)!r} does not exist: give a report's results.json") from None
+        except (OSError, json.JSONDecodeError) as err:
+            raise PathError(f"{str(file)!r} is not a readable results.json: {err}") from None
+        if not isinstance(results, dict) or "config" not in results:
+            raise SettingsError(
+                f"{str(file)!r} records no 'config' (written before reports recorded theirs, or not a "
+                f"{cls.KIND}'s results.json): make it again with `{cls.COMMAND}`"
+            )
+        return cls.from_dict(results["config"], base=file.parent)
 
 
 @dataclass(frozen=True)
-class ReproductionConfig:
+class ReproductionConfig(ConfigFile):
     """Everything that determines a reproduction: build one, pass it to :func:`~hf_illusions.reproduce`.
 
     Args:
@@ -136,6 +223,12 @@ class ReproductionConfig:
     True
     """
 
+    KIND: ClassVar[str] = "reproduction"
+    COMMAND: ClassVar[str] = "hf-illusions reproduce"
+    NESTED: ClassVar[dict[str, type]] = {"sweep": SweepConfig, "sample": SampleConfig}
+    PATHS: ClassVar[tuple[str, ...]] = ("model", "data", "out")
+    LOCAL: ClassVar[tuple[str, ...]] = ("data", "out")  # the data and report are folders, made if missing
+
     task: str
     model: str
     data: str
@@ -156,8 +249,8 @@ class ReproductionConfig:
             value = getattr(self, name)
             if not isinstance(value, str | os.PathLike) or not os.fspath(value):
                 raise SettingsError(f"{name} must be a non-empty path or name, got {value!r}")
-            _set(self, name, os.fspath(value))
-        _check_int(self.max_batch_tokens, "max_batch_tokens", minimum=1)
+            set_field(self, name, os.fspath(value))
+        check_int(self.max_batch_tokens, "max_batch_tokens", minimum=1)
         sweep = self.sweep
         if self.task == "code":  # the extensions and per-layer sweeps are Dyck's
             other = [f for f in sweep.families or () if f not in CODE_FAMILIES]
@@ -179,23 +272,15 @@ class ReproductionConfig:
         """A config from flat keyword arguments: any field of this class, :class:`SweepConfig` or
         :class:`SampleConfig` (``svd_ranks=…``, ``max_eval_sentences=…``); unnamed ones keep their
         defaults, and the task's paths default to :data:`TASK_DEFAULTS`."""
-        own, sweep, sample = _field_names(cls), _field_names(SweepConfig), _field_names(SampleConfig)
-        unknown = sorted(set(settings) - own - sweep - sample)
-        if unknown:
-            raise SettingsError(
-                f"unknown reproduction settings {unknown}; known: {sorted((own | sweep | sample) - {'task'})}"
-            )
         if task not in TASKS:
             raise SettingsError(f"task must be one of {list(TASKS)}, got {task!r}")
-        values = {k: v for k, v in settings.items() if k in own}
+        own, parts = cls._route(settings)
         for name, default in TASK_DEFAULTS[task].items():
-            if values.get(name) is None:
-                values[name] = default
+            if own.get(name) is None:
+                own[name] = default
+        own.pop("task", None)
         return cls(
-            task=task,
-            **values,
-            sweep=SweepConfig(**{k: v for k, v in settings.items() if k in sweep}),
-            sample=SampleConfig(**{k: v for k, v in settings.items() if k in sample}),
+            task=task, **own, sweep=SweepConfig(**parts["sweep"]), sample=SampleConfig(**parts["sample"])
         )
 
     @classmethod
@@ -224,72 +309,6 @@ class ReproductionConfig:
             preset |= QUICK[task]
         return cls.create(task, **{**preset, **overrides})
 
-    def to_dict(self, relative_to: str | Path | None = None) -> dict[str, Any]:
-        """Plain JSON data; with ``relative_to`` (the report folder) local paths are written relative
-        to it, so the file names no folder of the machine that made it and still resolves."""
-        out = asdict(self)
-        if relative_to is not None:
-            for name in ("model", "data", "out"):  # the data and report are folders, made if missing
-                out[name] = _relative(getattr(self, name), relative_to, local=name != "model")
-        return json.loads(json.dumps(out))  # tuples -> lists, exactly what the file holds
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], base: str | Path | None = None) -> ReproductionConfig:
-        """The inverse of :meth:`to_dict`; relative local paths are resolved against ``base``."""
-        if not isinstance(data, Mapping):
-            raise SettingsError(f"a reproduction config must be a JSON object, got {type(data).__name__}")
-        known = _field_names(cls)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise SettingsError(f"unknown reproduction config fields {unknown}; known: {sorted(known)}")
-        values = dict(data)
-        for name, kind in (("sweep", SweepConfig), ("sample", SampleConfig)):
-            part = values.get(name, {})
-            if not isinstance(part, Mapping) or set(part) - _field_names(kind):
-                raise SettingsError(
-                    f"config field {name!r} must be an object with fields {sorted(_field_names(kind))}"
-                )
-            values[name] = kind(**part)
-        if base is not None:
-            for name in ("model", "data", "out"):
-                if isinstance(values.get(name), str):
-                    values[name] = _resolve(values[name], Path(base))
-        try:
-            return cls(**values)
-        except TypeError as err:  # a missing field
-            raise SettingsError(f"incomplete reproduction config: {err}") from None
-
-    @classmethod
-    def from_results(cls, path: str | Path) -> ReproductionConfig:
-        """The config a report was made with (its ``results.json``, or the report folder)."""
-        path = Path(path)
-        file = path / "results.json" if path.is_dir() else path
-        try:
-            results = json.loads(file.read_text())
-        except FileNotFoundError:
-            raise PathError(f"{str(file)!r} does not exist: give a report's results.json") from None
-        except (OSError, json.JSONDecodeError) as err:
-            raise PathError(f"{str(file)!r} is not a readable results.json: {err}") from None
-        if not isinstance(results, dict) or "config" not in results:
-            raise SettingsError(
-                f"{str(file)!r} records no 'config' (made by hf-illusions before 0.6, or not a "
-                "reproduction's results.json): run it again with `hf-illusions reproduce`"
-            )
-        return cls.from_dict(results["config"], base=file.parent)
-
-    def replace(self, **changes: Any) -> ReproductionConfig:
-        """A copy with flat ``changes`` (fields of this class, its sweep or its sample)."""
-        own, sweep, sample = _field_names(type(self)), _field_names(SweepConfig), _field_names(SampleConfig)
-        unknown = sorted(set(changes) - own - sweep - sample)
-        if unknown:
-            raise SettingsError(f"unknown reproduction settings {unknown}")
-        return replace(
-            self,
-            **{k: v for k, v in changes.items() if k in own},
-            sweep=replace(self.sweep, **{k: v for k, v in changes.items() if k in sweep}),
-            sample=replace(self.sample, **{k: v for k, v in changes.items() if k in sample}),
-        )
-
 
 def check_families(simplifiers: Sequence[str]) -> tuple[str, ...]:
     """The simplifier families asked for, checked against :data:`FAMILIES` (order kept)."""
@@ -302,11 +321,13 @@ def check_families(simplifiers: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(chosen))
 
 
-def _field_names(cls: type) -> set[str]:
+def field_names(cls: type) -> set[str]:
+    """The field names of a dataclass."""
     return {f.name for f in fields(cls)}
 
 
-def _set(obj: Any, name: str, value: Any) -> None:
+def set_field(obj: Any, name: str, value: Any) -> None:
+    """Set a field of a frozen dataclass (only to normalize it in ``__post_init__``)."""
     object.__setattr__(obj, name, value)  # normalizing a frozen dataclass in __post_init__
 
 
@@ -314,7 +335,8 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _check_int(value: Any, name: str, minimum: int, none_ok: bool = False) -> None:
+def check_int(value: Any, name: str, minimum: int, none_ok: bool = False) -> None:
+    """Raise :class:`SettingsError` naming ``name`` unless ``value`` is an integer ≥ ``minimum``."""
     either = " or None" if none_ok else ""
     if not isinstance(value, int) or isinstance(value, bool):
         raise SettingsError(f"{name} must be an integer >= {minimum}{either}, got {value!r}")
@@ -322,15 +344,17 @@ def _check_int(value: Any, name: str, minimum: int, none_ok: bool = False) -> No
         raise SettingsError(f"{name} must be >= {minimum}{either}, got {value!r}")
 
 
-def _counts(values: Any, name: str, minimum: int) -> tuple[int, ...]:
+def int_tuple(values: Any, name: str, minimum: int) -> tuple[int, ...]:
+    """A sequence of integers ≥ ``minimum`` as a tuple (else :class:`SettingsError` naming ``name``)."""
     if isinstance(values, str | bytes) or not isinstance(values, Sequence):
         raise SettingsError(f"{name} must be a sequence of integers >= {minimum}, got {values!r}")
     for value in values:
-        _check_int(value, f"every value of {name}", minimum)
+        check_int(value, f"every value of {name}", minimum)
     return tuple(values)
 
 
-def _strings(values: Any, name: str) -> tuple[str, ...]:
+def str_tuple(values: Any, name: str) -> tuple[str, ...]:
+    """A name or a sequence of names as a tuple (else :class:`SettingsError` naming ``name``)."""
     if isinstance(values, str):
         return (values,)
     if not isinstance(values, Sequence) or not all(isinstance(v, str) for v in values):

@@ -13,7 +13,6 @@ gap of every split against a reference split (:mod:`hf_illusions.intervals`), wr
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,10 +23,10 @@ import torch
 
 from hf_illusions.data.windows import Windows, load_text_splits, split_windows
 from hf_illusions.errors import CheckpointError, SettingsError, SplitError
+from hf_illusions.jsonio import jsonable
+from hf_illusions.own_config import SETTING, OwnDataConfig
 from hf_illusions.tasks.lm import Labeller, LanguageModelTask
 
-#: simplifiers that fit any attention-interface model, and the one setting each is swept by
-SETTING = {"svd": "rank", "kmeans": "k", "onehot": None}
 #: files one of which a saved tokenizer has (fast, sentencepiece, or slow vocabularies)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "vocab.txt")
 #: results keys that vary between identical runs: wall-clock times and the number of processes
@@ -255,6 +254,7 @@ def evaluate_own_model(
     from hf_illusions.simplify.proxy import refuse_offloaded
     from hf_illusions.statistics import N_RESAMPLES
 
+    config = OwnDataConfig.from_call(locals())  # checks the settings; None for objects a file cannot hold
     n_resamples = n_resamples or N_RESAMPLES
     if out is not None:
         check_output_path(out, overwrite, arg="out")
@@ -321,9 +321,11 @@ def evaluate_own_model(
             if s != reference
         }
     }
-    results = _clean(
+    results = jsonable(
         {
             "task": "lm",
+            # how to make this report again (paths relative to it); None for objects passed in
+            "config": None if config is None else config.to_dict(relative_to=out),
             "model": portable_path(model_name, out),
             "model_type": loaded.config.model_type,
             "data": portable_path(data, out) if isinstance(data, (str, Path)) else type(data).__name__,
@@ -364,23 +366,20 @@ def evaluate_own_model(
     return OwnModelEvaluation(results, proxy, windows, fit, report, rank_ == 0)
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe copy: NaN (a group with no positions) becomes ``null``; tuples become lists."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy scalars
-        return _clean(value.item())
-    return value
+def evaluate_own(config: OwnDataConfig, overwrite: bool = False, progress: bool = True) -> OwnModelEvaluation:
+    """:func:`evaluate_own_model` of a config (``hf-illusions evaluate --simplifier`` builds one;
+    ``OwnDataConfig.from_results`` reads one back from a report)."""
+    return evaluate_own_model(
+        config.model, config.data, **config.arguments(), overwrite=overwrite, progress=progress
+    )
 
 
 __all__ = [
     "DEVICE_MAP_STRATEGIES",
+    "OwnDataConfig",
     "OwnModelEvaluation",
     "check_device_map",
+    "evaluate_own",
     "evaluate_own_model",
     "load_model_and_tokenizer",
     "max_positions",

@@ -237,3 +237,28 @@ def test_sweep_and_sample_are_plain_frozen_data():
     with pytest.raises(AttributeError):
         sweep.svd_ranks = (1,)  # type: ignore[misc]
     assert hash(SampleConfig()) == hash(SampleConfig())
+
+
+def test_own_data_config_names_the_sample_as_the_caller_did():
+    from hf_illusions.own_config import OwnDataConfig
+
+    config = OwnDataConfig.create(model="gpt2", data="text", rank=4, n_fit=50, max_windows=8, seed=2)
+    assert config.sample == SampleConfig(n_fit_sequences=50, max_eval_sentences=8, seed=2)
+    assert config.arguments()["n_fit"] == 50 and config.arguments()["max_windows"] == 8
+    assert OwnDataConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(SettingsError, match="n_fit must be >= 1, got 0"):
+        OwnDataConfig.create(model="gpt2", data="text", rank=4, n_fit=0)
+    with pytest.raises(SettingsError, match="needs --rank"):
+        OwnDataConfig.create(model="gpt2", data="text")
+    with pytest.raises(SettingsError, match=r"records no 'config'.*`hf-illusions evaluate --simplifier`"):
+        _records_nothing(OwnDataConfig)
+    call = {"model": object(), "data": "text", "simplifier": "svd"}
+    assert OwnDataConfig.from_call(call) is None  # a loaded model: nothing a file can hold
+
+
+def _records_nothing(kind):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "results.json").write_text("{}")
+        kind.from_results(folder)

@@ -244,6 +244,31 @@ def test_cli_writes_the_report_and_a_reloadable_adapter(gpt2, data, tmp_path):
     assert sum(f.stat().st_size for f in (tmp_path / "proxy").iterdir()) < 50_000  # an adapter, not a model
 
 
+def test_cli_reruns_an_evaluation_from_the_config_it_recorded(gpt2, data, tmp_path):
+    """results.json records the run's OwnDataConfig (paths relative to the report); `evaluate
+    --config` runs it again — the same bytes — and flags given change it."""
+    assert _cli(gpt2, data, tmp_path / "first") == 0
+    recorded = json.loads((tmp_path / "first" / "results.json").read_text())["config"]
+    assert recorded["out"] == "." and (recorded["simplifier"], recorded["rank"]) == ("svd", 2)
+    assert recorded["sample"] == {"n_fit_sequences": 20, "max_eval_sentences": 10, "seed": 0}
+    assert recorded["splits"] == ["near", "far"] and recorded["layers"] == [0, 1]
+    assert not any(str(tmp_path) in str(value) for value in recorded.values())
+    first = tmp_path / "first" / "results.json"
+    assert main(["evaluate", "--config", str(first), "--out", str(tmp_path / "again")]) == 0
+    assert _stable(tmp_path / "again") == _stable(tmp_path / "first")
+    assert (
+        main(["evaluate", "--config", str(tmp_path / "first"), "--seed", "1", "--out", str(tmp_path / "s1")])
+        == 0
+    )
+    changed = json.loads((tmp_path / "s1" / "results.json").read_text())
+    assert changed["config"]["sample"]["seed"] == 1 and changed["config"]["rank"] == 2
+    assert changed["windows"]["far"]["starts"] != recorded_windows(tmp_path / "first")
+
+
+def recorded_windows(folder):
+    return json.loads((folder / "results.json").read_text())["windows"]["far"]["starts"]
+
+
 def _tok(path):
     from transformers import AutoTokenizer
 
@@ -444,6 +469,7 @@ def _without_placement(results: dict) -> dict:
     """``results`` less what legitimately differs between placements: timings and the placement itself."""
     out = {k: v for k, v in results.items() if k not in VOLATILE_KEYS}
     out["settings"] = {k: v for k, v in results["settings"].items() if k != "device_map"}
+    out["config"] = {k: v for k, v in results["config"].items() if k != "device_map"}
     return out
 
 

@@ -12,6 +12,7 @@ from hf_illusions.errors import IllusionsError
 from hf_illusions.presets import TASK_DEFAULTS
 
 DEFAULT_DYCK_CHECKPOINT = Path(TASK_DEFAULTS["dyck"]["model"])
+DEFAULT_DATA = TASK_DEFAULTS["dyck"]["data"]
 
 
 def load_data_and_model(data: str, model: str, proxies: Sequence[str] = ()) -> tuple:
@@ -53,7 +54,7 @@ def add_model_and_data(parser: argparse.ArgumentParser, model_help: str) -> None
     """``--model`` and ``--data``, with the same defaults wherever a command fits or scores a model."""
     parser.add_argument("--model", default=str(DEFAULT_DYCK_CHECKPOINT), help=model_help)
     parser.add_argument(
-        "--data", default="dyck-illusions", help="dataset folder (or Hub id) the model is fitted / scored on"
+        "--data", default=DEFAULT_DATA, help="dataset folder (or Hub id) the model is fitted / scored on"
     )
 
 

@@ -7,14 +7,21 @@ from pathlib import Path
 from typing import Any
 
 from hf_illusions.argparsing import positive_int
-from hf_illusions.cli.common import add_layers_and_heads, add_model_and_data, load_data_and_model
+from hf_illusions.cli.common import (
+    DEFAULT_DATA,
+    DEFAULT_DYCK_CHECKPOINT,
+    add_layers_and_heads,
+    add_model_and_data,
+    load_data_and_model,
+)
 from hf_illusions.errors import SettingsError
 from hf_illusions.jsonio import write_json
+from hf_illusions.own_config import SAMPLE_ARGUMENTS, OwnDataConfig
 from hf_illusions.paths import check_output_path
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    if args.simplifier is not None:
+    if args.simplifier is not None or args.config is not None:
         cmd_evaluate_own(args)
         return
     given = [f"--{k}" for k, v in vars(args).items() if k in OWN_DATA_DEFAULTS and v != OWN_DATA_DEFAULTS[k]]
@@ -61,49 +68,41 @@ OWN_DATA_DEFAULTS: dict[str, Any] = {
 }
 
 
+def own_data_config(args: argparse.Namespace) -> OwnDataConfig:
+    """The evaluation the flags describe; with ``--config``, the one a report recorded, changed by
+    the flags given (those not at their defaults)."""
+    names = [name for name in OWN_DATA_DEFAULTS if name not in ("no_bos", "save_proxy")]
+    flags = {SAMPLE_ARGUMENTS.get(name, name): getattr(args, name) for name in names}
+    flags |= {"model": args.model, "data": args.data, "out": args.out, "simplifier": args.simplifier}
+    flags |= {"splits": args.splits, "add_bos": False if args.no_bos else None}
+    if args.config is None:
+        return OwnDataConfig.create(**{k: v for k, v in flags.items() if v is not None})
+    defaults = {SAMPLE_ARGUMENTS.get(k, k): v for k, v in OWN_DATA_DEFAULTS.items()}
+    defaults |= {"model": str(DEFAULT_DYCK_CHECKPOINT), "data": DEFAULT_DATA}
+    changed = {k: v for k, v in flags.items() if v is not None and v != defaults.get(k)}
+    return OwnDataConfig.from_results(args.config).replace(**changed)
+
+
 def cmd_evaluate_own(args: argparse.Namespace) -> None:
-    """``evaluate --simplifier …``: fit on the user's own text and write the full report to --out."""
-    from hf_illusions.own_data import evaluate_own_model
+    """``evaluate --simplifier …`` (or ``--config``): fit on the user's own text, write the report."""
+    from hf_illusions.own_data import evaluate_own
 
     if args.proxy or args.max_sentences is not None:
         flag = "--proxy" if args.proxy else "--max_sentences"
         raise SettingsError(
             f"{flag} does not apply with --simplifier (it fits its own proxy; use --max_windows)"
         )
-    out = args.out or "reports/own_model"
-    check_output_path(out, args.overwrite, arg="--out")
+    config = own_data_config(args)
+    check_output_path(config.out, args.overwrite, arg="--out")
     if args.save_proxy:
         check_output_path(args.save_proxy, args.overwrite, arg="--save_proxy")
-    ev = evaluate_own_model(
-        args.model,
-        args.data,
-        simplifier=args.simplifier,
-        rank=args.rank,
-        k=args.k,
-        layers=args.layers,
-        heads=args.heads,
-        text_column=args.text_column,
-        fit_split=args.fit_split,
-        splits=args.splits,
-        reference=args.reference,
-        window=args.window,
-        max_windows=args.max_windows,
-        n_fit=args.n_fit,
-        seed=args.seed,
-        add_bos=False if args.no_bos else None,
-        out=out,
-        overwrite=args.overwrite,
-        progress=True,
-        device=args.device,
-        dtype=args.dtype,
-        device_map=args.device_map,
-    )
+    ev = evaluate_own(config, overwrite=args.overwrite)
     if not ev.is_main_process:  # a data-parallel run: the main process writes and reports
         return
-    print(f"wrote {out}/results.json and {ev.report}")
+    print(f"wrote {config.out}/results.json and {ev.report}")
     if args.save_proxy:
         if hasattr(ev.proxy, "simplification_config"):  # a stock model's proxy: a small adapter
-            ev.proxy.save_pretrained(args.save_proxy, base_model_name_or_path=args.model)
+            ev.proxy.save_pretrained(args.save_proxy, base_model_name_or_path=config.model)
         else:  # our own model's proxy: a full checkpoint (AutoModelForCausalLM)
             ev.proxy.save_pretrained(args.save_proxy)
         print(f"wrote the proxy to {args.save_proxy}/ (hf_illusions.load_proxy({args.save_proxy!r}))")
@@ -144,7 +143,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="default reports/evaluate.json; with --simplifier a folder, reports/own_model",
     )
     evaluate.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    own = evaluate.add_argument_group("your own model and text (with --simplifier)")
+    own = evaluate.add_argument_group("your own model and text (with --simplifier, or --config)")
+    own.add_argument(
+        "--config",
+        default=None,
+        help="a results.json of `evaluate --simplifier` (or its folder): run the evaluation it recorded "
+        "again, changed by the flags given (default: the flags alone)",
+    )
     own.add_argument(
         "--simplifier",
         choices=["svd", "kmeans", "onehot"],
