@@ -64,13 +64,15 @@ _LAZY: dict[str, str] = {
     "LanguageModelTask": "hf_illusions.tasks.lm",
     # evaluation and whole studies
     "evaluate_models": "hf_illusions.evaluation",
+    "evaluate_own": "hf_illusions.own_data",
     "evaluate_own_model": "hf_illusions.own_data",
+    "OwnDataConfig": "hf_illusions.own_config",
     "ReproductionConfig": "hf_illusions.config",
     "SampleConfig": "hf_illusions.config",
     "SweepConfig": "hf_illusions.config",
-    "reproduce": "hf_illusions.reproduce",
-    "reproduce_code": "hf_illusions.reproduce",
-    "reproduce_dyck": "hf_illusions.reproduce",
+    "reproduce": "hf_illusions.reproduction",
+    "reproduce_code": "hf_illusions.reproduction",
+    "reproduce_dyck": "hf_illusions.reproduction",
     # the exception every bad input raises (each also a ValueError or OSError)
     "IllusionsError": "hf_illusions.errors",
 }
@@ -83,8 +85,9 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from hf_illusions.data.verify import verify_dyck_folder
     from hf_illusions.errors import IllusionsError
     from hf_illusions.evaluation import evaluate_models
-    from hf_illusions.own_data import evaluate_own_model
-    from hf_illusions.reproduce import reproduce, reproduce_code, reproduce_dyck
+    from hf_illusions.own_config import OwnDataConfig
+    from hf_illusions.own_data import evaluate_own, evaluate_own_model
+    from hf_illusions.reproduction import reproduce, reproduce_code, reproduce_dyck
     from hf_illusions.simplify import (
         SIMPLIFIERS,
         InteractionBasisSimplifier,
@@ -123,6 +126,7 @@ __all__ = [  # the eager names, then every name of _LAZY (tests/test_api.py chec
     "KMeansSimplifier",
     "LanguageModelTask",
     "OneHotSimplifier",
+    "OwnDataConfig",
     "ReproductionConfig",
     "SVDSimplifier",
     "SampleConfig",
@@ -130,6 +134,7 @@ __all__ = [  # the eager names, then every name of _LAZY (tests/test_api.py chec
     "SweepConfig",
     "__version__",
     "evaluate_models",
+    "evaluate_own",
     "evaluate_own_model",
     "load_checkpoint",
     "load_folder",

@@ -263,7 +263,7 @@ class IllusionExplorer:
         """
         from hf_illusions.checkpoints import check_model_fits, resolve
         from hf_illusions.data.hub_folder import read_settings
-        from hf_illusions.reproduce.inputs import sample_split
+        from hf_illusions.reproduction.inputs import sample_split
         from hf_illusions.simplify.geometry import model_geometry
 
         if config.task != "dyck":

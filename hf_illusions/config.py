@@ -1,7 +1,7 @@
 """What a reproduction is: one :class:`ReproductionConfig` says which model, which data, which
 simplifier settings, which sample of sentences, which seeds and where the report goes.
 
-Every way of starting a study builds one and hands it to :func:`hf_illusions.reproduce.reproduce`:
+Every way of starting a study builds one and hands it to :func:`hf_illusions.reproduction.reproduce`:
 the command line (``hf-illusions reproduce``), the Python API (``hi.ReproductionConfig.for_task``),
 the benchmarks and the Space (which fits the report's sweep). The report writes it into
 ``results.json`` under ``"config"`` (paths relative to the report folder), so a report says exactly
@@ -201,7 +201,7 @@ class ConfigFile:
 
 @dataclass(frozen=True)
 class ReproductionConfig(ConfigFile):
-    """Everything that determines a reproduction: build one, pass it to :func:`~hf_illusions.reproduce`.
+    """Everything that determines a reproduction: build one, pass it to :func:`~hf_illusions.reproduction`.
 
     Args:
         task: ``"dyck"`` or ``"code"`` (which data, which positions are scored, which report).

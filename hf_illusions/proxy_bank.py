@@ -5,7 +5,7 @@
 queries/keys over the fitting sequences, then assembles the proxy for any pick on demand, so no
 request fits anything. Kept apart from :mod:`hf_illusions.analysis` (which re-exports both): this
 is the slow, once-per-Space half of the explorer, and the only part that reads the report's sweep
-(:mod:`hf_illusions.reproduce`).
+(:mod:`hf_illusions.reproduction`).
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ class ProxyBank:
         seed: int = 0,
     ):
         from hf_illusions.presets import DEFAULT_KMEANS_KS, DEFAULT_SVD_RANKS
-        from hf_illusions.reproduce import proxy_specs
+        from hf_illusions.reproduction import proxy_specs
         from hf_illusions.simplify.collect import fit_attention
         from hf_illusions.simplify.geometry import model_geometry
         from hf_illusions.simplify.seam import attention_layers

@@ -1,6 +1,6 @@
 """Markdown tables, computed findings and PNG plots from a reproduction's ``results.json``.
 
-Everything here reads the results dict written by :func:`hf_illusions.reproduce.reproduce_dyck`
+Everything here reads the results dict written by :func:`hf_illusions.reproduction.reproduce_dyck`
 (``results["splits"][split][model][group][metric]``, ``results["proxies"][name]["family"|"param"]``)
 and nothing else, so a report can be regenerated from a results file alone. The "generalization
 gap" is the paper's central quantity (Friedman et al. 2024, §4): a proxy's faithfulness on an OOD

@@ -1,6 +1,6 @@
 """What every section of a reproduction's report shares: reading ``results.json``, writing cells.
 
-Everything here reads the results dict written by :func:`hf_illusions.reproduce.reproduce_dyck`
+Everything here reads the results dict written by :func:`hf_illusions.reproduction.reproduce_dyck`
 (``results["splits"][split][model][group][metric]``, ``results["proxies"][name]["family"|"param"]``)
 and nothing else, so a report can be regenerated from a results file alone. Kept apart from the
 tables (:mod:`hf_illusions.report`) and the measured facts (:mod:`hf_illusions.report_facts`) so

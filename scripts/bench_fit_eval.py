@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> Path:
 
         # 3. the whole reproduction, one cold run
         from hf_illusions.config import ReproductionConfig
-        from hf_illusions.reproduce import reproduce
+        from hf_illusions.reproduction import reproduce
 
         model_dir = Path(scratch) / "model"
         model.save_pretrained(model_dir)

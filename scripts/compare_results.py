@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from hf_illusions.reproduce.run import VOLATILE_FIELDS, stable_results
+from hf_illusions.reproduction.run import VOLATILE_FIELDS, stable_results
 
 
 def differences(a: object, b: object, path: str = "") -> list[str]:

@@ -21,7 +21,7 @@ from hf_illusions.checkpoints import load_checkpoint
 from hf_illusions.data.hub_folder import load_folder
 from hf_illusions.evaluation import sentence_sums
 from hf_illusions.intervals import merge_intervals, split_intervals
-from hf_illusions.reproduce import sample_split
+from hf_illusions.reproduction import sample_split
 from hf_illusions.simplify import KMeansSimplifier
 from hf_illusions.tasks.dyck import DyckTask
 

@@ -177,7 +177,7 @@ def model_note(explorer: IllusionExplorer) -> str:
     a stock model (Llama, GPT-2, …) the note says they are left out instead of offering a control
     that would fail.
     """
-    from hf_illusions.reproduce import own_model_families
+    from hf_illusions.reproduction import own_model_families
 
     geometry = explorer.bank.geometry
     kv = f", {geometry.n_kv_head} key/value heads" if geometry.n_kv_head != geometry.n_head else ""

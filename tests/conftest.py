@@ -8,7 +8,7 @@ import tempfile
 # A private `datasets` cache per test session: the default cache keys local parquet folders in a
 # way that can return another folder's data of the same name (see hub_folder.load_folder).
 os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="hf-illusions-test-datasets-")
-# and a private cache of passed data verifications (hf_illusions.reproduce.verified)
+# and a private cache of passed data verifications (hf_illusions.reproduction.verified)
 os.environ["HF_ILLUSIONS_CACHE"] = tempfile.mkdtemp(prefix="hf-illusions-test-cache-")
 
 for _key, _value in {

@@ -32,7 +32,9 @@ def test_fresh_import_registers_every_model_type_and_all_names_resolve(tiny_mode
         "from transformers import AutoModelForCausalLM\n"
         "classes = [type(AutoModelForCausalLM.from_pretrained(p)).__name__ for p in sys.argv[1:]]\n"
         "missing = [name for name in hi.__all__ if getattr(hi, name, None) is None]\n"
-        "print(json.dumps({'classes': classes, 'missing': missing}))\n"
+        # a subpackage of the same name, once imported, would shadow a lazy name (hi.reproduce)
+        "modules = [n for n in hi.__all__ if type(getattr(hi, n)).__name__ == 'module']\n"
+        "print(json.dumps({'classes': classes, 'missing': missing, 'modules': modules}))\n"
     )
     env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error"}
     done = subprocess.run(
@@ -48,6 +50,7 @@ def test_fresh_import_registers_every_model_type_and_all_names_resolve(tiny_mode
             "IllusionCircuitForCausalLM",
         ],
         "missing": [],
+        "modules": [],
     }
 
 

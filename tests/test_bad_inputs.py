@@ -47,7 +47,7 @@ from hf_illusions.errors import (
 )
 from hf_illusions.metrics import faithfulness, jsd
 from hf_illusions.modeling import IllusionConfig, IllusionForCausalLM
-from hf_illusions.reproduce import reproduce_dyck
+from hf_illusions.reproduction import reproduce_dyck
 from hf_illusions.simplify import KMeansSimplifier, OneHotSimplifier, SVDSimplifier, make_simplifier
 from hf_illusions.train import TrainArgs
 from hf_illusions.train import main as train_main

@@ -160,7 +160,7 @@ def test_metric_folder_is_a_loadable_evaluate_space(tmp_path):
 
 
 def test_space_card_and_assets_come_from_the_report(tmp_path, workspace, tiny_dyck_dir):
-    from hf_illusions.reproduce import reproduce_dyck
+    from hf_illusions.reproduction import reproduce_dyck
 
     root, _ = workspace
     report = reproduce_dyck(

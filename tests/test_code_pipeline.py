@@ -43,7 +43,7 @@ def trained(tmp_path_factory, tiny_code_dir):
 
 @pytest.fixture(scope="module")
 def reproduced(trained, tiny_code_dir, tmp_path_factory):
-    from hf_illusions.reproduce import reproduce_code
+    from hf_illusions.reproduction import reproduce_code
 
     out = tmp_path_factory.mktemp("code-report")
     readme = reproduce_code(
@@ -206,7 +206,7 @@ def test_type_gaps_rank_well_populated_types_of_faithful_proxies():
 
 
 def test_reproduce_code_resumes_without_refitting(reproduced, trained, tiny_code_dir):
-    from hf_illusions.reproduce import reproduce_code
+    from hf_illusions.reproduction import reproduce_code
 
     out, _, first = reproduced
     reproduce_code(
@@ -269,7 +269,7 @@ def test_training_records_its_train_split_and_reproduce_refuses_other_data(train
 
     from hf_illusions.data.hub_folder import load_folder
     from hf_illusions.errors import SplitError
-    from hf_illusions.reproduce import reproduce_code, sequences_hash
+    from hf_illusions.reproduction import reproduce_code, sequences_hash
 
     recorded = json.loads((trained[1] / "training_data.json").read_text())
     train = load_folder(tiny_code_dir)["train"]["input_ids"]

@@ -29,8 +29,8 @@ from hf_illusions.presets import (
     SEED_SWEEPS,
     TASK_DEFAULTS,
 )
-from hf_illusions.reproduce import reproduce
-from hf_illusions.reproduce.run import stable_results
+from hf_illusions.reproduction import reproduce
+from hf_illusions.reproduction.run import stable_results
 
 TINY = dict(
     svd_ranks=(1, 16),

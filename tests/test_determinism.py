@@ -3,7 +3,7 @@
 A reader of a report must be able to regenerate every number in it. This runs the whole chain
 twice into different folders, the second time in a fresh interpreter with another string-hash
 seed — ``hf-illusions data build``, ``hf-illusions train`` (a few CPU steps, one thread),
-:func:`~hf_illusions.reproduce.reproduce_dyck` on the trained model with a small sweep — and
+:func:`~hf_illusions.reproduction.reproduce_dyck` on the trained model with a small sweep — and
 requires identical dataset files, identical trained weights and identical report numbers
 (everything in ``results.json`` except wall-clock times, dates and the folders' own paths).
 Other seeds must give other data and other weights.
@@ -21,8 +21,8 @@ from pathlib import Path
 from hf_illusions.cli import main
 from hf_illusions.data import dyck
 from hf_illusions.data.hub_folder import write_dyck_folder
-from hf_illusions.reproduce import reproduce_dyck
-from hf_illusions.reproduce.run import stable_results
+from hf_illusions.reproduction import reproduce_dyck
+from hf_illusions.reproduction.run import stable_results
 
 
 def folder_hash(folder: Path) -> str:

@@ -243,7 +243,7 @@ def test_proxy_config_keeps_residual_and_attention_simplifiers_apart(model):
 
 
 def test_reproduction_sweeps_interaction_basis_when_asked(tmp_path, tiny_dyck_dir):
-    from hf_illusions.reproduce import proxy_specs, reproduce_dyck
+    from hf_illusions.reproduction import proxy_specs, reproduce_dyck
 
     assert not any(s.family == "interaction_basis" for s in proxy_specs(8))  # default unchanged
     torch.manual_seed(0)

@@ -352,12 +352,16 @@ def test_readme_own_model_section_runs(tmp_path, monkeypatch):
     with torch.no_grad():
         assert torch.equal(namespace["my_proxy"](ids).logits, own.proxy(ids).logits)
     (bash,) = re.findall(r"```bash\n(.*?)```", _section(), flags=re.S)
-    command = re.sub(r"\\\n\s*", " ", bash).splitlines()[0]
+    command, again = re.sub(r"\\\n\s*", " ", bash).splitlines()[:2]
     assert main(shlex.split(command)[1:]) == 0
     assert json.loads((tmp_path / "reports" / "my-gpt2-svd8" / "results.json").read_text())["proxies"][
         "svd_r8"
     ]
     assert (tmp_path / "my-gpt2-svd8").is_dir()
+    assert again.startswith("hf-illusions evaluate --config") and main(shlex.split(again)[1:]) == 0
+    assert _stable(tmp_path / "reports" / "my-gpt2-svd8-again") == _stable(
+        tmp_path / "reports" / "my-gpt2-svd8"
+    )
 
 
 # ---------------------------------------------------------------- devices, dtypes, processes

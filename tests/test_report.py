@@ -35,7 +35,7 @@ def workspace(tmp_path_factory, tiny_dyck_dir):
 
 @pytest.fixture(scope="module")
 def first_run(workspace):
-    from hf_illusions.reproduce import reproduce_dyck
+    from hf_illusions.reproduction import reproduce_dyck
 
     root, data, model = workspace
     out = root / "report"
@@ -81,7 +81,7 @@ def test_report_has_tables_and_valid_pngs(first_run):
 
 
 def test_resume_skips_finished_splits_and_a_changed_setting_recomputes(workspace, first_run):
-    from hf_illusions.reproduce import reproduce_dyck
+    from hf_illusions.reproduction import reproduce_dyck
 
     _, data, model = workspace
     out, _ = first_run

@@ -262,7 +262,7 @@ def test_under_and_over_generalization_verdicts_follow_the_intervals(diff, noise
 
 def test_shared_fitting_pass_gives_the_proxies_fitted_one_by_one(model, sentences):
     """The reproduction fits every SVD rank / k-means k in one pass; each proxy is bit-identical."""
-    from hf_illusions.reproduce import fit_all, proxy_specs
+    from hf_illusions.reproduction import fit_all, proxy_specs
 
     specs = proxy_specs(model.config.d_head, (1, 2), (4,), True, None, 15, n_layer=model.config.n_layer)
     times, passes = {}, {}

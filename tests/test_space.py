@@ -23,7 +23,7 @@ import pytest
 
 from hf_illusions.analysis import IllusionExplorer, ProxyChoice, SentenceAnalysis
 from hf_illusions.errors import CheckpointError, IllusionsError
-from hf_illusions.reproduce.inputs import sample_split
+from hf_illusions.reproduction.inputs import sample_split
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("HF_ILLUSIONS_CHROMIUM", "/usr/bin/chromium")
@@ -55,7 +55,7 @@ def workspace(tmp_path_factory, tiny_dyck_dir):
     from hf_illusions.cards import write_space_card
     from hf_illusions.data.tokenizer import dyck_tokenizer
     from hf_illusions.modeling import IllusionConfig, IllusionForCausalLM
-    from hf_illusions.reproduce import reproduce_dyck
+    from hf_illusions.reproduction import reproduce_dyck
 
     root = tmp_path_factory.mktemp("space")
     torch.manual_seed(0)

@@ -425,7 +425,7 @@ def test_settings_are_json_safe_and_rebuild_the_pruner(losses):
 
 
 def test_reproduction_adds_circuits_with_their_size_to_results_and_report(tmp_path, tiny_dyck_dir):
-    from hf_illusions.reproduce import reproduce_dyck
+    from hf_illusions.reproduction import reproduce_dyck
 
     torch.manual_seed(0)
     model = IllusionForCausalLM(IllusionConfig(d_model=16, n_head=1, d_mlp=32, n_layer=2))

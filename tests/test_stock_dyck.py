@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hf_illusions.errors import SimplifierError
-from hf_illusions.reproduce import reproduce_dyck
+from hf_illusions.reproduction import reproduce_dyck
 from hf_illusions.train import main as train_main
 
 

@@ -48,7 +48,7 @@ def reproduce_config(args: argparse.Namespace) -> ReproductionConfig:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
-    from hf_illusions.reproduce import reproduce
+    from hf_illusions.reproduction import reproduce
 
     config = reproduce_config(args)
     if args.show_config:

@@ -1,8 +1,8 @@
 """What differs between the Dyck and the code reproductions, and nothing else.
 
-Each task turns a config and its loaded :class:`~hf_illusions.reproduce.inputs.Inputs` into a
+Each task turns a config and its loaded :class:`~hf_illusions.reproduction.inputs.Inputs` into a
 :class:`Workload` (how positions are scored, what results.json records about the data) and the
-:class:`~hf_illusions.reproduce.specs.ProxySpec` list of its sweep. Dyck (Friedman et al. 2024, §4)
+:class:`~hf_illusions.reproduction.specs.ProxySpec` list of its sweep. Dyck (Friedman et al. 2024, §4)
 adds the beyond-the-paper families where the model has our seams; code (§5) finds the copying
 (induction) head and simplifies it alone besides the whole-model sweeps.
 """
@@ -19,8 +19,8 @@ from hf_illusions.errors import SettingsError
 from hf_illusions.jsonio import read_json
 from hf_illusions.paths import portable_path
 from hf_illusions.presets import CODE_FAMILIES, FAMILIES
-from hf_illusions.reproduce.inputs import DataFolder, Inputs, preset_name
-from hf_illusions.reproduce.specs import (
+from hf_illusions.reproduction.inputs import DataFolder, Inputs, preset_name
+from hf_illusions.reproduction.specs import (
     ProxySpec,
     circuit_specs,
     copy_head_specs,

@@ -3,7 +3,7 @@
 A spec is a setting's report name (``svd_r8``, ``kmeans_k64``, ``onehot_l1``, ``circuit_0p01``),
 its family and swept parameter, and the unfitted simplifier. :func:`sweep_specs` turns a
 :class:`~hf_illusions.config.SweepConfig` into the specs of one model; fitting and scoring them is
-:mod:`hf_illusions.reproduce.run`'s job.
+:mod:`hf_illusions.reproduction.run`'s job.
 """
 
 from __future__ import annotations

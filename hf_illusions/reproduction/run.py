@@ -27,8 +27,8 @@ from hf_illusions.fingerprints import sequences_hash, weights_hash
 from hf_illusions.intervals import merge_intervals, split_intervals
 from hf_illusions.jsonio import jsonable, read_json, write_json
 from hf_illusions.paths import portable_path
-from hf_illusions.reproduce.specs import ProxySpec, attention_proxies
-from hf_illusions.reproduce.tasks import Workload
+from hf_illusions.reproduction.specs import ProxySpec, attention_proxies
+from hf_illusions.reproduction.tasks import Workload
 from hf_illusions.version import __version__
 
 SCHEMA_VERSION = 2  # 2: per-sentence sums, intervals, sampled rows, scored-set agreement

@@ -4,11 +4,11 @@ This is the pipeline behind ``hf-illusions reproduce`` (Friedman et al. 2024: §
 code). One :class:`~hf_illusions.config.ReproductionConfig` says what to run; :func:`reproduce`
 runs it in four steps, one module each:
 
-1. :mod:`~hf_illusions.reproduce.inputs` loads the model and the data folder (built if missing,
+1. :mod:`~hf_illusions.reproduction.inputs` loads the model and the data folder (built if missing,
    verified, checked against the model's training split) and draws the seeded samples of rows;
-2. :mod:`~hf_illusions.reproduce.tasks` makes the task's workload (how positions are scored) and
-   its sweep, one :class:`~hf_illusions.reproduce.specs.ProxySpec` per simplifier setting;
-3. :mod:`~hf_illusions.reproduce.run` fits every setting on the same training rows, scores the
+2. :mod:`~hf_illusions.reproduction.tasks` makes the task's workload (how positions are scored) and
+   its sweep, one :class:`~hf_illusions.reproduction.specs.ProxySpec` per simplifier setting;
+3. :mod:`~hf_illusions.reproduction.run` fits every setting on the same training rows, scores the
    original and every proxy on each test split with the one evaluation loop
    (:func:`hf_illusions.evaluation.sentence_sums`), resumably, and writes ``results.json``
    (with the config under ``"config"``);
@@ -29,10 +29,10 @@ from typing import Any
 from hf_illusions.config import ReproductionConfig
 from hf_illusions.fingerprints import sequences_hash, weights_hash
 from hf_illusions.presets import FUNCTION_DEFAULTS
-from hf_illusions.reproduce.inputs import check_training_data, load_inputs, sample_split, verified
-from hf_illusions.reproduce.run import fit_all, run_reproduction
-from hf_illusions.reproduce.specs import ProxySpec, own_model_families, proxy_specs
-from hf_illusions.reproduce.tasks import code_workload, data_folder, dyck_workload
+from hf_illusions.reproduction.inputs import check_training_data, load_inputs, sample_split, verified
+from hf_illusions.reproduction.run import fit_all, run_reproduction
+from hf_illusions.reproduction.specs import ProxySpec, own_model_families, proxy_specs
+from hf_illusions.reproduction.tasks import code_workload, data_folder, dyck_workload
 
 
 def reproduce(config: ReproductionConfig) -> Path:
