@@ -72,15 +72,9 @@ def build_model(args: TrainArgs, vocab_size: int, tokenizer) -> PreTrainedModel:
     if args.architecture in stock:
         config_class, model_class, fixed = stock[args.architecture]
         return model_class(config_class(**sizes, **fixed, tie_word_embeddings=False, **special))
-    config = IllusionConfig(
-        vocab_size=vocab_size,
-        n_positions=args.n_positions,
-        d_model=args.d_model,
-        n_layer=args.n_layer,
-        n_head=args.n_head,
-        d_mlp=args.d_mlp,
-    )
-    return IllusionForCausalLM(config)
+    # our IllusionConfig names its sizes as the flags do
+    sizes |= {name: getattr(args, name) for name in ("n_positions", "d_model", "n_layer", "n_head", "d_mlp")}
+    return IllusionForCausalLM(IllusionConfig(**sizes))
 
 
 def build_optimizer(model: torch.nn.Module, args: TrainArgs, total_steps: int):
