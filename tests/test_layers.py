@@ -1,8 +1,9 @@
 """Dependencies point one way: no import cycle within ``hf_illusions``, imports inside functions included.
 
 The import graph is read from the source with :mod:`ast`, every ``import`` statement wherever it
-stands (a deferred import inside a function still makes its module depend on the one it names);
-only ``if TYPE_CHECKING:`` blocks are left out, since they never run. The layering itself (which
+stands (a deferred import inside a function still makes its module depend on the one it names),
+``if TYPE_CHECKING:`` blocks included: they never run, but a type-only import still couples two
+modules, and grimp (what import-linter builds on) counts it too. The layering itself (which
 module may import which) is the import-linter contracts in ``pyproject.toml``, checked by
 ``make lint`` and here (so CI's ``make test`` checks them too); the cycle test also fails on a
 cycle between modules of one layer, which no layers contract can see.
@@ -31,25 +32,9 @@ def modules() -> dict[str, tuple[Path, bool]]:
     return out
 
 
-def _is_type_checking(node: ast.AST) -> bool:
-    test = getattr(node, "test", None)
-    return isinstance(node, ast.If) and (
-        (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
-        or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
-    )
-
-
 def _import_nodes(tree: ast.AST):
-    """Every Import/ImportFrom node, at any depth, except under ``if TYPE_CHECKING:``."""
-    stack = [tree]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, ast.Import | ast.ImportFrom):
-            yield node
-        if _is_type_checking(node):
-            stack.extend(node.orelse)
-            continue
-        stack.extend(ast.iter_child_nodes(node))
+    """Every Import/ImportFrom node, at any depth (inside functions and ``TYPE_CHECKING`` blocks too)."""
+    return (node for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom))
 
 
 def import_graph() -> dict[str, dict[str, int]]:

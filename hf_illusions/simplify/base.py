@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import nn
@@ -27,8 +27,21 @@ from torch import nn
 from hf_illusions.errors import SimplifierError
 from hf_illusions.simplify.geometry import HeadGeometry
 
-if TYPE_CHECKING:
-    from hf_illusions.simplify.proxy import IllusionProxyConfig
+
+class SimplificationShapes(Protocol):
+    """What a simplification module reads of its config (sizes, heads, settings).
+
+    Met by :class:`~hf_illusions.simplify.proxy.IllusionProxyConfig` (our models) and by
+    :class:`~hf_illusions.simplify.adapter.SimplificationConfig` (stock models); a protocol, so
+    that this module need not import either (they import it). ``n_kv_head`` is optional
+    (read with ``getattr``; absent means no grouped-query attention).
+    """
+
+    n_head: int
+    d_head: int
+    simplified_heads: dict[str, list[int]] | None
+    simplifier_settings: dict[str, Any] | None
+
 
 #: simplification name (``config.simplifier``) → module class; filled by subclassing.
 SIMPLIFICATIONS: dict[str, type[Simplification]] = {}
@@ -50,7 +63,7 @@ class Simplification(nn.Module):
         if "name" in cls.__dict__:  # abstract bases (no name of their own) are not registered
             SIMPLIFICATIONS[cls.name] = cls
 
-    def __init__(self, config: IllusionProxyConfig, layer_idx: int):
+    def __init__(self, config: SimplificationShapes, layer_idx: int):
         super().__init__()
         self.layer_idx = layer_idx
         self.settings = dict(config.simplifier_settings or {})
@@ -83,7 +96,7 @@ class AttentionSimplification(Simplification):
     name: ClassVar[str] = "identity"
     head_mask: torch.Tensor
 
-    def __init__(self, config: IllusionProxyConfig, layer_idx: int):
+    def __init__(self, config: SimplificationShapes, layer_idx: int):
         super().__init__(config, layer_idx)
         self.n_head, self.n_kv_head, self.d_head = config_geometry(config)
         heads = sorted({int(h) for h in (config.simplified_heads or {}).get(str(layer_idx), [])})

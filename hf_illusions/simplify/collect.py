@@ -12,7 +12,7 @@ simplification, so the model the user passed is never modified.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import torch
 from transformers import PreTrainedModel
@@ -21,9 +21,6 @@ from hf_illusions.data.batching import pad_batch, token_budget_batches
 from hf_illusions.errors import SimplifierError
 from hf_illusions.simplify.geometry import SIDES, max_positions, model_geometry
 from hf_illusions.simplify.seam import attention_layers, model_type_of, recording
-
-if TYPE_CHECKING:
-    from hf_illusions.simplify.simplifier import Simplifier
 
 
 class Collector(Protocol):
@@ -34,6 +31,20 @@ class Collector(Protocol):
 
     def head(self, index: int) -> Any:
         """What the simplifier fits head ``index`` (position in the collector's heads) on."""
+
+
+class FitsCollected(Protocol):
+    """What :func:`fit_attention` needs of a simplifier: a collector per head side, and a fit of it.
+
+    Met by every :class:`~hf_illusions.simplify.simplifier.Simplifier`; a protocol, so that the
+    fitting pass need not import the simplifiers (they import it).
+    """
+
+    def collector(self, layer: int, side: str, heads: list[int], d_head: int) -> Collector:
+        """A fresh accumulator of ``side`` vectors of ``heads`` in ``layer``."""
+
+    def fit_collected(self, layer: int, side: str, collected: Any) -> dict[str, torch.Tensor]:
+        """Fitted tensors of one head and side from what its collector accumulated."""
 
 
 def sequence_rows(lengths: torch.Tensor, idx: Sequence[int]) -> torch.Tensor:
@@ -93,7 +104,7 @@ def fitting_pass(
 def fit_attention(
     model: PreTrainedModel,
     data: Any,
-    simplifiers: Sequence[Simplifier],
+    simplifiers: Sequence[FitsCollected],
     chosen: dict[int, list[int]],
     n_sequences: int,
     batch_size: int = 64,
