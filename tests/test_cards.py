@@ -82,7 +82,7 @@ def test_cards_print_no_absolute_path_of_this_machine(workspace, tiny_dyck_dir):
     folder = root / "model"
     command = f"accelerate launch scripts/train.py --output_dir {root / 'run'} --dataset_dir {tiny_dyck_dir}"
     train_args = {"output_dir": str(root / "run"), "dataset_dir": str(tiny_dyck_dir), "seed": 0}
-    accuracy = json.loads((results).read_text())
+    accuracy = json.loads(results.read_text())["splits"]
     from hf_illusions.cards import write_model_card, write_proxy_card
 
     measured = {s: {**r["original"], "sentences": 32} for s, r in accuracy.items()}
@@ -124,7 +124,7 @@ def test_proxy_card_reports_faithfulness_per_split_from_evaluate_results(workspa
     root, results = workspace
     folder = root / "svd2"
     assert main(["card", "proxy", str(folder), "--results", str(results)]) == 0
-    measured = json.loads(results.read_text())
+    measured = json.loads(results.read_text())["splits"]
     card = ModelCard.load(folder / "README.md")
     assert card.data.base_model == HUB_REPO_IDS["model"] and "simplifier-svd" in card.data.tags
     values = {(r.dataset_split, r.metric_type): r.metric_value for r in card.data.eval_results}
@@ -134,6 +134,21 @@ def test_proxy_card_reports_faithfulness_per_split_from_evaluate_results(workspa
     assert "Generalization gap" in card.text and "--rank 2" in card.text
     gap = measured["test_unseen_depth"]["svd2"]["close"]["jsd"] - measured["test_iid"]["svd2"]["close"]["jsd"]
     assert f"`test_unseen_depth` | {gap:+.4f}" in card.text
+
+
+def test_evaluate_records_what_its_numbers_rest_on(workspace, tiny_dyck_dir):
+    """`evaluate --proxy` writes the model, data, proxies and scored sentences beside the numbers,
+    as paths relative to the results file's folder (no absolute path of this machine)."""
+    root, results = workspace
+    written = json.loads(results.read_text())
+    assert written["model"] == "model" and written["proxies"] == {"svd2": "svd2"}
+    assert (results.parent / written["data"]).resolve() == Path(tiny_dyck_dir).resolve()
+    assert written["sentences"] == {
+        "scored": {split: 32 for split in written["splits"]},
+        "which": "the first of each split",
+    }
+    assert sorted(written["splits"]) == sorted(s for s in SPLITS if s.startswith("test_"))
+    assert str(root) not in results.read_text()
 
 
 def test_proxy_card_names_the_missing_proxy(workspace, capsys):

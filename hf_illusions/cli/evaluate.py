@@ -17,7 +17,7 @@ from hf_illusions.cli.common import (
 from hf_illusions.errors import SettingsError
 from hf_illusions.jsonio import write_json
 from hf_illusions.own_config import SAMPLE_ARGUMENTS, OwnDataConfig
-from hf_illusions.paths import check_output_path
+from hf_illusions.paths import check_output_path, portable_path
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -39,11 +39,20 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         raise SettingsError(f"--proxy folders must have distinct names (they label the results), got {names}")
     ds, task, original, proxies = load_data_and_model(args.data, args.model, args.proxy)
     splits = select_splits(ds, args.splits or [s for s in ds if s.startswith("test_")], arg="--splits")
-    results = {}
+    results, scored = {}, {}
     for split in splits:
         seqs = ds[split].data.column("input_ids").to_pylist()[: args.max_sentences]
+        scored[split] = len(seqs)
         results[split] = evaluate_models(original, seqs, task, proxies, progress=True, desc=split)
-    write_json(args.out, results)
+    # what the numbers rest on, beside them (`card proxy --results` reads "splits")
+    start = Path(args.out).parent
+    inputs = {
+        "model": portable_path(args.model, start),
+        "data": portable_path(args.data, start),
+        "proxies": {name: portable_path(p, start) for name, p in zip(names, args.proxy, strict=True)},
+        "sentences": {"scored": scored, "which": "the first of each split" if args.max_sentences else "all"},
+    }
+    write_json(args.out, {**inputs, "splits": results})
     print(f"wrote {args.out}")
 
 
