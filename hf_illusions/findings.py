@@ -140,9 +140,11 @@ def finding_2(sums: Mapping[str, SentenceSums], proxies: Mapping, group: str) ->
     names = _testable_proxies(sums, proxies, group, ("svd", "kmeans", "onehot", "onehot_layer"))
     ood = [s for s in sums if s != IID]
     per_proxy, positive, largest, every_split = {}, 0, 0, 0
+    depth_replicates = []
     for name in names:
         gaps = {s: _gap_reps(sums[s], s, sums[IID], name, group) for s in ood}
         _depth_value, depth_reps = gaps[DEPTH]
+        depth_replicates.append(depth_reps)
         others = {s: v for s, v in gaps.items() if s != DEPTH}
         # largest: the depth gap minus each other split's gap, both resampled independently
         margins = {s: depth_reps - r for s, (_, r) in others.items()}
@@ -165,6 +167,9 @@ def finding_2(sums: Mapping[str, SentenceSums], proxies: Mapping, group: str) ->
         )
     )
     gaps_at_depth = [p["gap_jsd"][DEPTH]["value"] for p in per_proxy.values()]
+    # every proxy's replicates resample the same sentences (one seed per split), so the median
+    # over proxies of each replicate is a bootstrap replicate of the median gap
+    median_reps = np.median(np.stack(depth_replicates), axis=0)
     return {
         "verdict": verdict,
         "n_proxies": len(names),
@@ -174,7 +179,7 @@ def finding_2(sums: Mapping[str, SentenceSums], proxies: Mapping, group: str) ->
         "proxies": per_proxy,
         "key": {
             "what": "median unseen-depth JSD gap over non-exact proxies",
-            "value": float(np.median(gaps_at_depth)),
+            **_entry(float(np.median(gaps_at_depth)), median_reps),
         },
     }
 

@@ -17,7 +17,7 @@ from hf_illusions import evaluation
 from hf_illusions.confounds import depth_decomposition, length_decomposition
 from hf_illusions.data.dyck_language import codes_to_ids, sample_sentence
 from hf_illusions.evaluation import ORIGINAL, SentenceSums, sentence_sums
-from hf_illusions.findings import finding_3, finding_4
+from hf_illusions.findings import finding_2, finding_3, finding_4
 from hf_illusions.intervals import split_intervals
 from hf_illusions.metrics import jsd_per_row
 from hf_illusions.simplify import SVDSimplifier
@@ -258,6 +258,38 @@ def test_under_and_over_generalization_verdicts_follow_the_intervals(diff, noise
     sums = {"test_iid": iid, "test_unseen_depth": depth}
     assert finding_3(sums, results, proxies, "close")["verdict"] == expected_3
     assert finding_4(sums, results, proxies, "close")["verdict"] == expected_4
+
+
+def _with_jsd(per_proxy: dict[str, float], seed: int) -> SentenceSums:
+    rng = np.random.default_rng(seed)
+    n = np.full((1, 400), 20.0)
+    sums = SentenceSums(n_sentences=400, groups=["close"], n=n, models={ORIGINAL: {"accuracy": n * 0.9}})
+    for name, jsd in per_proxy.items():
+        sums.models[name] = {"jsd": np.clip(n * jsd + rng.normal(0, 0.5, (1, 400)), 0, None)}
+    return sums
+
+
+def test_median_gap_of_finding_2_has_a_bootstrap_interval():
+    """Finding 2's number (the median unseen-depth gap over proxies) carries an interval: the median
+    over proxies of each bootstrap replicate, every proxy resampled on the same sentences."""
+    from hf_illusions.intervals import gap_replicates
+    from hf_illusions.statistics import percentile_interval
+
+    proxies = {f"svd_r{r}": {"family": "svd", "param": r} for r in (1, 2, 4)}
+    iid = _with_jsd({"svd_r1": 0.05, "svd_r2": 0.03, "svd_r4": 0.01}, seed=0)
+    depth = _with_jsd({"svd_r1": 0.15, "svd_r2": 0.08, "svd_r4": 0.02}, seed=1)
+    sums = {"test_iid": iid, "test_unseen_depth": depth}
+    key = finding_2(sums, proxies, "close")["key"]
+    gaps = {
+        name: gap_replicates(depth, "test_unseen_depth", iid, "test_iid", name, "close", "jsd")
+        for name in proxies
+    }
+    assert key["value"] == pytest.approx(np.median([v for v, _ in gaps.values()]))
+    assert key["value"] == pytest.approx(0.05, abs=0.005)  # svd_r2's gap, 0.08 - 0.03
+    lo, hi = key["ci"]
+    assert lo < key["value"] < hi and hi - lo < 0.01
+    expected = percentile_interval(np.median(np.stack([r for _, r in gaps.values()]), axis=0))
+    assert key["ci"] == pytest.approx(expected)
 
 
 def test_shared_fitting_pass_gives_the_proxies_fitted_one_by_one(model, sentences):
