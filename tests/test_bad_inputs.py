@@ -608,7 +608,7 @@ def test_existing_outputs_are_untouched_and_replaced_only_with_overwrite(ws, cap
     code, _ = run_cli(capsys, [*args, "--max_sentences", "4", "--out", str(out)])
     assert code == 2 and out.read_text() == "keep me\n"
     code, _ = run_cli(capsys, [*args, "--max_sentences", "4", "--out", str(out), "--overwrite"])
-    assert code == 0 and set(json.loads(out.read_text())) == {"test_iid"}
+    assert code == 0 and set(json.loads(out.read_text())["splits"]) == {"test_iid"}
 
 
 def test_debug_re_raises_the_specific_exception(ws, capsys):
